@@ -1,0 +1,47 @@
+#![doc = include_str!("../README.md")]
+//! callcat-core: the domain (calls, lifecycle, retry, windows), the storage and
+//! telephony traits, in-memory stores, and the engine that schedules and tracks calls.
+
+pub mod apply;
+pub mod call;
+pub mod clock;
+pub mod cursor;
+pub mod error;
+pub mod ids;
+pub mod lifecycle;
+pub mod memory;
+pub mod new_call;
+pub mod phone;
+pub mod provider;
+pub mod retry;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod transcript;
+pub mod window;
+
+pub use apply::{Applied, apply_provider_event};
+pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
+pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, transition};
+pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
+pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
+pub use phone::{PhoneNumber, PhoneNumberError};
+pub use provider::{
+    DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent, ProviderEventKind,
+    TelephonyProvider, WebhookRequest, WebhookVerifier,
+};
+pub use retry::{RetryDecision, RetryPolicy};
+pub use store::{
+    ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities, Stores,
+    TranscriptStore, WindowStore,
+};
+pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
+pub use window::{CallWindow, RecurringWindow, WindowSchedule};
+
+/// Re-exported so users name the same versions callcat uses.
+pub use chrono;
+/// Re-exported so users name the same versions callcat uses.
+pub use chrono_tz;

@@ -1,0 +1,248 @@
+//! [`RetryPolicy`]: when an attempt that did not succeed is tried again. Pure.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use serde::{Deserialize, Serialize};
+
+use crate::call::CallOutcome;
+use crate::error::{Error, Result};
+
+/// Upper bound on `max_attempts` accepted from users.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+
+/// When and whether to retry a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Total attempts allowed, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    #[serde(with = "millis")]
+    pub base_delay: Duration,
+    /// Factor applied per further retry.
+    pub multiplier: f64,
+    /// Delays never exceed this.
+    #[serde(with = "millis")]
+    pub max_delay: Duration,
+    /// Fraction of the delay that is randomised (0.0 = none, 0.2 = ±20 %).
+    pub jitter: f64,
+    /// Retry when nobody answered.
+    pub retry_on_no_answer: bool,
+    /// Retry when the line was busy.
+    pub retry_on_busy: bool,
+    /// Retry when voicemail answered.
+    pub retry_on_voicemail: bool,
+    /// Retry when the dial failed with a retryable error or a dial error outcome.
+    pub retry_on_dial_error: bool,
+    /// Retry when a connected call broke off with an error.
+    pub retry_on_error: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(60),
+            multiplier: 2.0,
+            max_delay: Duration::from_secs(60 * 60),
+            jitter: 0.2,
+            retry_on_no_answer: true,
+            retry_on_busy: true,
+            retry_on_voicemail: false,
+            retry_on_dial_error: true,
+            retry_on_error: false,
+        }
+    }
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryDecision {
+    /// Try again after this delay.
+    RetryAfter(Duration),
+    /// Do not retry (outcome not retryable, or attempts used up).
+    GiveUp,
+}
+
+impl RetryPolicy {
+    /// Checks the policy's numbers.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS_LIMIT {
+            return Err(Error::validation(
+                "maxAttempts",
+                format!("max attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            ));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(Error::validation("retryPolicy", "multiplier must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::validation("retryPolicy", "jitter must be between 0 and 1"));
+        }
+        if self.max_delay < self.base_delay {
+            return Err(Error::validation(
+                "retryPolicy",
+                "max delay must not be shorter than the base delay",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this outcome may be retried at all.
+    pub fn retries_outcome(&self, outcome: CallOutcome) -> bool {
+        match outcome {
+            CallOutcome::NoAnswer => self.retry_on_no_answer,
+            CallOutcome::Busy => self.retry_on_busy,
+            CallOutcome::Voicemail => self.retry_on_voicemail,
+            CallOutcome::DialError => self.retry_on_dial_error,
+            CallOutcome::Error => self.retry_on_error,
+            CallOutcome::Answered | CallOutcome::Canceled | CallOutcome::Stale => false,
+        }
+    }
+
+    /// The delay before retry number `retry` (1 = the first retry), with jitter drawn
+    /// from `rng`.
+    pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+        let exp = self
+            .multiplier
+            .powi(retry.saturating_sub(1).min(64) as i32);
+        let base = (self.base_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
+        let factor = if self.jitter > 0.0 {
+            1.0 + rng.random_range(-self.jitter..=self.jitter)
+        } else {
+            1.0
+        };
+        let secs = (base * factor).clamp(0.0, self.max_delay.as_secs_f64());
+        Duration::from_millis((secs * 1000.0).round() as u64)
+    }
+
+    /// Decides what follows an attempt that ended with `outcome` after `attempts_made`
+    /// attempts. `retry_after` (from the provider) is a floor on the delay.
+    pub fn decide(
+        &self,
+        outcome: CallOutcome,
+        attempts_made: u32,
+        retry_after: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> RetryDecision {
+        if !self.retries_outcome(outcome) || attempts_made >= self.max_attempts {
+            return RetryDecision::GiveUp;
+        }
+        let delay = self.backoff(attempts_made, rng);
+        RetryDecision::RetryAfter(retry_after.map_or(delay, |ra| ra.max(delay)))
+    }
+}
+
+/// A deterministic RNG for one call's attempt: the same seed, call and attempt give
+/// the same jitter, whichever process or event order computes it.
+pub fn attempt_rng(seed: u64, call_id: crate::CallId, attempt: u32) -> SmallRng {
+    let id = call_id.as_uuid().as_u128();
+    let mixed = seed ^ (id as u64) ^ ((id >> 64) as u64).rotate_left(17) ^ u64::from(attempt);
+    SmallRng::seed_from_u64(mixed)
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_jitter() -> RetryPolicy {
+        RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_and_is_capped() {
+        let p = RetryPolicy {
+            max_delay: Duration::from_secs(300),
+            ..no_jitter()
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let d: Vec<u64> = (1..=5).map(|r| p.backoff(r, &mut rng).as_secs()).collect();
+        assert_eq!(d, vec![60, 120, 240, 300, 300]);
+    }
+
+    #[test]
+    fn jitter_stays_in_bounds_and_is_seeded() {
+        let p = RetryPolicy::default();
+        for seed in 0..200 {
+            let a = p.backoff(1, &mut SmallRng::seed_from_u64(seed));
+            let b = p.backoff(1, &mut SmallRng::seed_from_u64(seed));
+            assert_eq!(a, b);
+            assert!(a >= Duration::from_secs(48) && a <= Duration::from_secs(72), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn decide_follows_switches_and_attempts() {
+        let p = no_jitter();
+        let mut rng = SmallRng::seed_from_u64(0);
+        assert_eq!(
+            p.decide(CallOutcome::NoAnswer, 1, None, &mut rng),
+            RetryDecision::RetryAfter(Duration::from_secs(60))
+        );
+        assert_eq!(
+            p.decide(CallOutcome::Busy, 2, None, &mut rng),
+            RetryDecision::RetryAfter(Duration::from_secs(120))
+        );
+        assert_eq!(
+            p.decide(CallOutcome::NoAnswer, 3, None, &mut rng),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            p.decide(CallOutcome::Voicemail, 1, None, &mut rng),
+            RetryDecision::GiveUp
+        );
+        assert_eq!(
+            p.decide(CallOutcome::Answered, 1, None, &mut rng),
+            RetryDecision::GiveUp
+        );
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let p = no_jitter();
+        let mut rng = SmallRng::seed_from_u64(0);
+        assert_eq!(
+            p.decide(CallOutcome::DialError, 1, Some(Duration::from_secs(600)), &mut rng),
+            RetryDecision::RetryAfter(Duration::from_secs(600))
+        );
+        assert_eq!(
+            p.decide(CallOutcome::DialError, 1, Some(Duration::from_secs(5)), &mut rng),
+            RetryDecision::RetryAfter(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn validate_bounds_attempts() {
+        assert!(RetryPolicy::default().validate().is_ok());
+        let e = RetryPolicy {
+            max_attempts: 0,
+            ..RetryPolicy::default()
+        }
+        .validate()
+        .expect_err("zero attempts");
+        assert_eq!(e.field(), Some("maxAttempts"));
+        assert!(RetryPolicy {
+            max_attempts: MAX_ATTEMPTS_LIMIT + 1,
+            ..RetryPolicy::default()
+        }
+        .validate()
+        .is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! Storage traits: small, object-safe, primitive operations. Every backend runs
+//! the conformance suite in [`crate::testing`] (feature `testing`).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::call::{Call, CallStatus};
+use crate::error::Result;
+use crate::ids::{CallId, Owner, TenantId, WindowId, WorkerId};
+use crate::transcript::{Transcript, TranscriptSegment};
+use crate::window::CallWindow;
+
+/// The largest page any list returns.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Which list of an owner's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListView {
+    /// Not yet finished, soonest `scheduled_for` first.
+    Upcoming,
+    /// Finished (terminal), latest `finished_at` first.
+    Finished,
+}
+
+impl ListView {
+    /// The view a status belongs to.
+    pub fn of(status: CallStatus) -> ListView {
+        if status.is_upcoming() {
+            ListView::Upcoming
+        } else {
+            ListView::Finished
+        }
+    }
+}
+
+/// A page request over an owner's calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Upcoming or finished.
+    pub view: ListView,
+    /// Only this status (it must belong to `view`).
+    pub status: Option<CallStatus>,
+    /// Page size, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: u32,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// First page of a view.
+    pub fn new(view: ListView, limit: u32) -> Self {
+        ListQuery {
+            view,
+            status: None,
+            limit,
+            cursor: None,
+        }
+    }
+
+    /// First page of the calls in one status (in that status's view).
+    pub fn status(status: CallStatus, limit: u32) -> Self {
+        ListQuery {
+            view: ListView::of(status),
+            status: Some(status),
+            limit,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of results and the cursor for the next, `None` at the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Opaque; pass it back for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which active calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveScope {
+    /// All tenants (admin views, sweeper, poller).
+    All,
+    /// One tenant.
+    Tenant(TenantId),
+    /// One owner (per-owner caps).
+    Owner(Owner),
+}
+
+/// The outcome of [`CallStore::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new call was stored.
+    New(Call),
+    /// A call with the same owner and idempotency key existed; nothing was written.
+    Existing(Call),
+}
+
+impl Created {
+    /// The call, new or existing.
+    pub fn into_call(self) -> Call {
+        match self {
+            Created::New(c) | Created::Existing(c) => c,
+        }
+    }
+
+    /// The call, new or existing.
+    pub fn call(&self) -> &Call {
+        match self {
+            Created::New(c) | Created::Existing(c) => c,
+        }
+    }
+}
+
+/// What a backend can and cannot do, declared rather than silently skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCapabilities {
+    /// Wakes schedulers in other processes when a call becomes due earlier.
+    pub cross_process_wakeups: bool,
+    /// Several processes can share the store (false for in-memory).
+    pub shared_between_processes: bool,
+}
+
+/// Calls: create, read, compare-and-swap update, list, claim.
+///
+/// Every write that changes a call goes through [`CallStore::update`], a
+/// compare-and-swap on [`Call::version`]: the stored version must equal the given
+/// call's version; the store writes it with `version + 1` and returns what it stored.
+#[async_trait::async_trait]
+pub trait CallStore: Send + Sync + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> StoreCapabilities;
+
+    /// Stores a new call (its `version` must be 0). If it carries an idempotency key
+    /// that its owner already used, returns [`Created::Existing`] and writes nothing.
+    /// A second call with the same id is a `Conflict`.
+    async fn create(&self, call: &Call) -> Result<Created>;
+
+    /// Reads a call by id (no owner check; the engine scopes by owner).
+    async fn get(&self, id: CallId) -> Result<Option<Call>>;
+
+    /// Compare-and-swap: `Conflict` if the stored version differs, `NotFound` if gone.
+    async fn update(&self, call: &Call) -> Result<Call>;
+
+    /// Deletes a call of `owner` only while it is `Scheduled`: `Conflict` in any other
+    /// status, `NotFound` if absent or owned by someone else.
+    async fn delete_if_scheduled(&self, owner: &Owner, id: CallId) -> Result<()>;
+
+    /// One page of an owner's calls.
+    async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page<Call>>;
+
+    /// The call whose current attempt has this provider call id.
+    async fn find_by_provider_call_id(&self, provider_call_id: &str) -> Result<Option<Call>>;
+
+    /// Active calls (Dispatching, Ringing, InProgress, Canceling) in scope, oldest
+    /// `scheduled_for` first.
+    async fn list_active(&self, scope: &ActiveScope, limit: u32, cursor: Option<&str>) -> Result<Page<Call>>;
+
+    /// A tenant's calls scheduled in `[from, to)`, soonest first (analytics).
+    async fn list_tenant_range(
+        &self,
+        tenant: &TenantId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Call>>;
+
+    /// Atomically claims up to `limit` calls whose `next_action_at <= now` and whose
+    /// status is claimable (Scheduled, RetryPending, or Dispatching with a lapsed
+    /// lease), earliest first. Each claimed call becomes `Dispatching` with
+    /// `lease = (worker, lease_until)`, `next_action_at = lease_until`, version + 1,
+    /// `updated_at = now`. Two concurrent claimers never get the same call.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Call>>;
+
+    /// The earliest `next_action_at` among claimable calls (due or not), so a
+    /// scheduler can sleep exactly until then.
+    async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
+}
+
+/// Transcripts, keyed by our call id, with a time to live.
+#[async_trait::async_trait]
+pub trait TranscriptStore: Send + Sync + 'static {
+    /// Creates or replaces the whole transcript.
+    async fn put(&self, transcript: &Transcript) -> Result<()>;
+
+    /// Appends segments, creating the transcript if needed; returns the result.
+    /// `provider_call_id`, when given, is recorded.
+    async fn append(
+        &self,
+        call_id: CallId,
+        owner: &Owner,
+        provider_call_id: Option<&str>,
+        segments: &[TranscriptSegment],
+        now: DateTime<Utc>,
+    ) -> Result<Transcript>;
+
+    /// Reads a transcript unless it has expired at `now`.
+    async fn get(&self, call_id: CallId, now: DateTime<Utc>) -> Result<Option<Transcript>>;
+
+    /// Reads by the provider's call id unless expired at `now`.
+    async fn get_by_provider_call_id(&self, provider_call_id: &str, now: DateTime<Utc>) -> Result<Option<Transcript>>;
+
+    /// Deletes transcripts expired at `now`; returns how many.
+    async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Call windows.
+#[async_trait::async_trait]
+pub trait WindowStore: Send + Sync + 'static {
+    /// Stores a new window.
+    async fn create(&self, window: &CallWindow) -> Result<()>;
+
+    /// An owner's window by id (`None` if absent or someone else's).
+    async fn get(&self, owner: &Owner, id: WindowId) -> Result<Option<CallWindow>>;
+
+    /// An owner's windows, oldest first.
+    async fn list(&self, owner: &Owner) -> Result<Vec<CallWindow>>;
+
+    /// Every window, page by page (for planners).
+    async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>>;
+
+    /// Deletes an owner's window; `NotFound` if absent or someone else's.
+    async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()>;
+}
+
+/// Conveniences over [`CallStore`] that every backend gets for free.
+#[async_trait::async_trait]
+pub trait CallStoreExt: CallStore {
+    /// Reads a call of `owner`: `NotFound` if absent or someone else's.
+    async fn get_owned(&self, owner: &Owner, id: CallId) -> Result<Call> {
+        match self.get(id).await? {
+            Some(c) if &c.owner == owner => Ok(c),
+            _ => Err(crate::Error::not_found(format!("call {id} not found"))),
+        }
+    }
+
+    /// Every active call in scope (all pages).
+    async fn all_active(&self, scope: &ActiveScope) -> Result<Vec<Call>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.list_active(scope, MAX_PAGE_SIZE, cursor.as_deref()).await?;
+            out.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Reads the call, applies `f`, and writes it with compare-and-swap, re-reading
+    /// and re-applying on `Conflict` (up to `attempts` times). `f` returning `Ok(None)`
+    /// means "nothing to write" and returns the current call unchanged.
+    async fn update_with<F>(&self, id: CallId, attempts: u32, mut f: F) -> Result<Call>
+    where
+        F: FnMut(&Call) -> Result<Option<Call>> + Send,
+    {
+        let mut last_err = None;
+        for _ in 0..attempts.max(1) {
+            let Some(current) = self.get(id).await? else {
+                return Err(crate::Error::not_found(format!("call {id} not found")));
+            };
+            let Some(next) = f(&current)? else {
+                return Ok(current);
+            };
+            match self.update(&next).await {
+                Ok(stored) => return Ok(stored),
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| crate::Error::conflict("update kept conflicting")))
+    }
+}
+
+impl<T: CallStore + ?Sized> CallStoreExt for T {}
+
+/// Shared handles to the three stores.
+#[derive(Clone)]
+pub struct Stores {
+    /// Calls.
+    pub calls: Arc<dyn CallStore>,
+    /// Transcripts.
+    pub transcripts: Arc<dyn TranscriptStore>,
+    /// Windows.
+    pub windows: Arc<dyn WindowStore>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
