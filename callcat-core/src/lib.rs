@@ -18,6 +18,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transcript;
+pub mod wakeup;
 pub mod window;
 
 pub use apply::{Applied, apply_provider_event};
@@ -39,6 +40,7 @@ pub use store::{
     TranscriptStore, WindowStore,
 };
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
+pub use wakeup::{Wakeup, WakeupListener};
 pub use window::{CallWindow, RecurringWindow, WindowSchedule};
 
 /// Re-exported so users name the same versions callcat uses.
