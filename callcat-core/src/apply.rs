@@ -19,20 +19,26 @@ use crate::retry::{RetryDecision, attempt_rng};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// The call changed; store this (same version: the store bumps it).
-    Changed(Call),
+    Changed(Box<Call>),
     /// Nothing to store.
     Unchanged(IgnoreReason),
 }
 
 /// Applies a provider event to `call` at `now`. `seed` seeds retry jitter (see
 /// [`attempt_rng`]), so the retry time does not depend on the order of events.
-pub fn apply_provider_event(call: &Call, event: &ProviderEvent, now: DateTime<Utc>, seed: u64) -> Result<Applied> {
+pub fn apply_provider_event(
+    call: &Call,
+    event: &ProviderEvent,
+    now: DateTime<Utc>,
+    seed: u64,
+) -> Result<Applied> {
     let snap = &event.call;
     let mut next = call.clone();
 
     // An event about an earlier attempt only updates that attempt's record.
     let earlier = call.history.iter().any(|a| {
-        a.number < call.attempts && a.provider_call_id.as_deref() == Some(snap.provider_call_id.as_str())
+        a.number < call.attempts
+            && a.provider_call_id.as_deref() == Some(snap.provider_call_id.as_str())
     });
     if earlier {
         return Ok(apply_to_history(next, snap, now));
@@ -53,8 +59,10 @@ pub fn apply_provider_event(call: &Call, event: &ProviderEvent, now: DateTime<Ut
 
     let mut lifecycle = Vec::new();
     let ended = matches!(event.kind, ProviderEventKind::Ended)
-        || (matches!(event.kind, ProviderEventKind::Analyzed | ProviderEventKind::TranscriptUpdated)
-            && snap.state.is_over());
+        || (matches!(
+            event.kind,
+            ProviderEventKind::Analyzed | ProviderEventKind::TranscriptUpdated
+        ) && snap.state.is_over());
     match event.kind {
         ProviderEventKind::Started => lifecycle.push(LifecycleEvent::Started),
         ProviderEventKind::Ringing
@@ -67,18 +75,21 @@ pub fn apply_provider_event(call: &Call, event: &ProviderEvent, now: DateTime<Ut
         ProviderEventKind::Ended | ProviderEventKind::Analyzed => {}
     }
     if ended {
-        let outcome = snap.outcome.unwrap_or(if snap.state == ProviderCallState::Error {
-            CallOutcome::Error
-        } else if next.started_at.is_some() {
-            CallOutcome::Answered
-        } else {
-            CallOutcome::NoAnswer
-        });
+        let outcome = snap
+            .outcome
+            .unwrap_or(if snap.state == ProviderCallState::Error {
+                CallOutcome::Error
+            } else if next.started_at.is_some() {
+                CallOutcome::Answered
+            } else {
+                CallOutcome::NoAnswer
+            });
         let decision = if outcome == CallOutcome::Answered {
             RetryDecision::GiveUp
         } else {
             let mut rng = attempt_rng(seed, call.id, call.attempts);
-            call.retry_policy.decide(outcome, call.attempts, None, &mut rng)
+            call.retry_policy
+                .decide(outcome, call.attempts, None, &mut rng)
         };
         lifecycle.push(LifecycleEvent::Ended {
             outcome,
@@ -101,7 +112,9 @@ pub fn apply_provider_event(call: &Call, event: &ProviderEvent, now: DateTime<Ut
                 }
             }
             Ok(Transition::Ignore(_)) => {}
-            Err(e) if call.status == CallStatus::Scheduled || call.status == CallStatus::Expired => {
+            Err(e)
+                if call.status == CallStatus::Scheduled || call.status == CallStatus::Expired =>
+            {
                 return Err(e.into());
             }
             Err(_) => {}
@@ -127,7 +140,7 @@ pub fn apply_provider_event(call: &Call, event: &ProviderEvent, now: DateTime<Ut
         return Ok(Applied::Unchanged(reason));
     }
     next.updated_at = now;
-    Ok(Applied::Changed(next))
+    Ok(Applied::Changed(Box::new(next)))
 }
 
 /// Moves `call` into status `to`, setting the fields that go with it.
@@ -146,7 +159,10 @@ fn merge_data(call: &mut Call, snap: &ProviderCall) {
     fill(&mut call.started_at, snap.started_at);
     fill(&mut call.ended_at, snap.ended_at);
     fill(&mut call.duration_ms, snap.duration_ms);
-    fill(&mut call.disconnection_reason, snap.disconnection_reason.clone());
+    fill(
+        &mut call.disconnection_reason,
+        snap.disconnection_reason.clone(),
+    );
     fill(&mut call.recording_url, snap.recording_url.clone());
     if snap.cost.is_some() {
         fill(&mut call.cost, snap.cost.clone());
@@ -179,12 +195,15 @@ fn apply_to_history(mut call: Call, snap: &ProviderCall, now: DateTime<Utc>) -> 
     fill(&mut rec.started_at, snap.started_at);
     fill(&mut rec.ended_at, snap.ended_at);
     fill(&mut rec.outcome, snap.outcome);
-    fill(&mut rec.disconnection_reason, snap.disconnection_reason.clone());
+    fill(
+        &mut rec.disconnection_reason,
+        snap.disconnection_reason.clone(),
+    );
     if *rec == before {
         return Applied::Unchanged(IgnoreReason::Stale);
     }
     call.updated_at = now;
-    Applied::Changed(call)
+    Applied::Changed(Box::new(call))
 }
 
 /// Copies the current attempt's provider data into its history record.
@@ -241,7 +260,9 @@ mod tests {
         let mut c = NewCall::new(template)
             .into_call(Owner::new("t", "u"), t0(), &Limits::default())
             .expect("valid");
-        c.id = crate::CallId::from_uuid(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
+        c.id = crate::CallId::from_uuid(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0001,
+        ));
         c.status = CallStatus::Ringing;
         c.attempts = 1;
         c.dial_started_at = Some(t0());
@@ -302,13 +323,19 @@ mod tests {
         e.disconnection_reason = Some("dial_no_answer".into());
         let mut a = e.clone();
         a.analysis = Some(CallAnalysis::default());
-        vec![ev(ProviderEventKind::Ended, e), ev(ProviderEventKind::Analyzed, a)]
+        vec![
+            ev(ProviderEventKind::Ended, e),
+            ev(ProviderEventKind::Analyzed, a),
+        ]
     }
 
     fn run(events: &[ProviderEvent]) -> Call {
         let mut call = ringing_call();
         for e in events {
-            if let Applied::Changed(c) = apply_provider_event(&call, e, t0() + TimeDelta::seconds(100), 7).expect("applies") {
+            if let Applied::Changed(c) =
+                apply_provider_event(&call, e, t0() + TimeDelta::seconds(100), 7).expect("applies")
+            {
+                let c = *c;
                 call = c;
             }
         }
@@ -323,7 +350,10 @@ mod tests {
         assert_eq!(c.outcome, Some(CallOutcome::Answered));
         assert_eq!(c.duration_ms, Some(60_000));
         assert_eq!(c.finished_at, c.ended_at);
-        assert_eq!(c.analysis.as_ref().and_then(|a| a.summary.as_deref()), Some("went well"));
+        assert_eq!(
+            c.analysis.as_ref().and_then(|a| a.summary.as_deref()),
+            Some("went well")
+        );
         assert_eq!(c.history.len(), 1);
         assert_eq!(c.history[0].outcome, Some(CallOutcome::Answered));
     }
@@ -335,7 +365,10 @@ mod tests {
         assert_eq!(c.outcome, Some(CallOutcome::NoAnswer));
         let at = c.next_action_at.expect("retry time");
         let base = t0() + TimeDelta::seconds(30);
-        assert!(at >= base + TimeDelta::seconds(48) && at <= base + TimeDelta::seconds(72), "{at}");
+        assert!(
+            at >= base + TimeDelta::seconds(48) && at <= base + TimeDelta::seconds(72),
+            "{at}"
+        );
     }
 
     #[test]
@@ -379,12 +412,11 @@ mod tests {
 
     fn permuted(events: Vec<ProviderEvent>) -> impl Strategy<Value = Vec<ProviderEvent>> {
         let n = events.len();
-        (proptest::collection::vec(0..n, 0..6), Just(events))
-            .prop_flat_map(|(dups, events)| {
-                let mut all = events.clone();
-                all.extend(dups.into_iter().map(|i| events[i].clone()));
-                Just(all).prop_shuffle()
-            })
+        (proptest::collection::vec(0..n, 0..6), Just(events)).prop_flat_map(|(dups, events)| {
+            let mut all = events.clone();
+            all.extend(dups.into_iter().map(|i| events[i].clone()));
+            Just(all).prop_shuffle()
+        })
     }
 
     proptest! {
@@ -400,5 +432,4 @@ mod tests {
             prop_assert_eq!(run(&events), expected);
         }
     }
-
 }

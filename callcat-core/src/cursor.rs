@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_garbage() {
-        let c = Cursor { key: -5, id: "abc".into() };
+        let c = Cursor {
+            key: -5,
+            id: "abc".into(),
+        };
         assert_eq!(Cursor::decode(&c.encode()).expect("decodes"), c);
         assert_eq!(
             Cursor::decode("%%%").expect_err("garbage").field(),

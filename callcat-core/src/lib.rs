@@ -3,6 +3,7 @@
 //! telephony traits, in-memory stores, and the engine that schedules and tracks calls.
 
 pub mod apply;
+pub mod bus;
 pub mod call;
 pub mod clock;
 pub mod cursor;
@@ -22,6 +23,7 @@ pub mod wakeup;
 pub mod window;
 
 pub use apply::{Applied, apply_provider_event};
+pub use bus::{CallUpdate, UpdateBus};
 pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
@@ -31,13 +33,13 @@ pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore
 pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
 pub use phone::{PhoneNumber, PhoneNumberError};
 pub use provider::{
-    DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent, ProviderEventKind,
-    TelephonyProvider, WebhookRequest, WebhookVerifier,
+    DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent,
+    ProviderEventKind, TelephonyProvider, WebhookRequest, WebhookVerifier,
 };
 pub use retry::{RetryDecision, RetryPolicy};
 pub use store::{
-    ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities, Stores,
-    TranscriptStore, WindowStore,
+    ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities,
+    Stores, TranscriptStore, WindowStore,
 };
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
 pub use wakeup::{Wakeup, WakeupListener};

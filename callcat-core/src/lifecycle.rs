@@ -135,12 +135,20 @@ pub fn transition(from: CallStatus, event: &LifecycleEvent) -> Result<Transition
         (E::Started, Canceling | Completed | Failed | RetryPending | Canceled) => Ignore(Stale),
 
         (E::Ended { .. }, Canceling) => To(Canceled),
-        (E::Ended { outcome: CallOutcome::Answered, .. }, Dispatching | Ringing | InProgress) => {
-            To(Completed)
-        }
-        (E::Ended { outcome: CallOutcome::Canceled, .. }, Dispatching | Ringing | InProgress) => {
-            To(Canceled)
-        }
+        (
+            E::Ended {
+                outcome: CallOutcome::Answered,
+                ..
+            },
+            Dispatching | Ringing | InProgress,
+        ) => To(Completed),
+        (
+            E::Ended {
+                outcome: CallOutcome::Canceled,
+                ..
+            },
+            Dispatching | Ringing | InProgress,
+        ) => To(Canceled),
         (E::Ended { retry: true, .. }, Dispatching | Ringing | InProgress) => To(RetryPending),
         (E::Ended { retry: false, .. }, Dispatching | Ringing | InProgress) => To(Failed),
         (E::Ended { .. }, Completed | Failed | RetryPending | Canceled) => Ignore(Duplicate),
@@ -157,7 +165,12 @@ pub fn transition(from: CallStatus, event: &LifecycleEvent) -> Result<Transition
         (E::Fail, Dispatching | Ringing | InProgress | Canceling) => To(Failed),
         (E::Fail, Failed) => Ignore(Duplicate),
 
-        _ => return Err(TransitionError { from, event: *event }),
+        _ => {
+            return Err(TransitionError {
+                from,
+                event: *event,
+            });
+        }
     };
     Ok(to)
 }
@@ -195,8 +208,14 @@ mod tests {
             E::Fail,
         ];
         for o in outcomes {
-            v.push(E::Ended { outcome: o, retry: true });
-            v.push(E::Ended { outcome: o, retry: false });
+            v.push(E::Ended {
+                outcome: o,
+                retry: true,
+            });
+            v.push(E::Ended {
+                outcome: o,
+                retry: false,
+            });
         }
         v
     }
@@ -207,7 +226,16 @@ mod tests {
         use IgnoreReason::*;
         use LifecycleEvent as E;
         use Transition::*;
-        let dialed = [Dispatching, Ringing, InProgress, Canceling, RetryPending, Completed, Failed, Canceled];
+        let dialed = [
+            Dispatching,
+            Ringing,
+            InProgress,
+            Canceling,
+            RetryPending,
+            Completed,
+            Failed,
+            Canceled,
+        ];
         Some(match e {
             E::Claim => match from {
                 Scheduled | RetryPending | Dispatching => To(Dispatching),
@@ -290,7 +318,11 @@ mod tests {
                 let got = transition(from, &e);
                 match expected(from, e) {
                     Some(t) => assert_eq!(got, Ok(t), "{from:?} + {e:?}"),
-                    None => assert_eq!(got, Err(TransitionError { from, event: e }), "{from:?} + {e:?}"),
+                    None => assert_eq!(
+                        got,
+                        Err(TransitionError { from, event: e }),
+                        "{from:?} + {e:?}"
+                    ),
                 }
                 checked += 1;
             }

@@ -102,7 +102,10 @@ impl CallTemplate {
     /// Checks every field against `limits`.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
         if self.callee_name.trim().is_empty() {
-            return Err(Error::validation("calleeName", "callee name must not be empty"));
+            return Err(Error::validation(
+                "calleeName",
+                "callee name must not be empty",
+            ));
         }
         short_text("calleeName", &self.callee_name, limits)?;
         short_text("subject", &self.subject, limits)?;
@@ -133,17 +136,28 @@ impl CallTemplate {
         }
         for (k, v) in &self.variables {
             if k.is_empty() || k.len() > limits.max_short_text_len {
-                return Err(Error::validation("variables", "variable names must be 1 to 256 bytes"));
+                return Err(Error::validation(
+                    "variables",
+                    "variable names must be 1 to 256 bytes",
+                ));
             }
             if v.len() > limits.max_instructions_len {
-                return Err(Error::validation("variables", format!("variable {k:?} is too long")));
+                return Err(Error::validation(
+                    "variables",
+                    format!("variable {k:?} is too long"),
+                ));
             }
         }
-        let meta_len = serde_json::to_vec(&self.metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+        let meta_len = serde_json::to_vec(&self.metadata)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if meta_len > limits.max_metadata_bytes {
             return Err(Error::validation(
                 "metadata",
-                format!("metadata is {meta_len} bytes; at most {} are allowed", limits.max_metadata_bytes),
+                format!(
+                    "metadata is {meta_len} bytes; at most {} are allowed",
+                    limits.max_metadata_bytes
+                ),
             ));
         }
         self.retry_policy.validate()?;
@@ -158,7 +172,11 @@ fn short_text(field: &str, v: &str, limits: &Limits) -> Result<()> {
     if v.len() > limits.max_short_text_len {
         return Err(Error::validation(
             field,
-            format!("{field} is {} bytes; at most {} are allowed", v.len(), limits.max_short_text_len),
+            format!(
+                "{field} is {} bytes; at most {} are allowed",
+                v.len(),
+                limits.max_short_text_len
+            ),
         ));
     }
     Ok(())
@@ -210,18 +228,27 @@ impl NewCall {
         let now = to_millis_precision(now);
         let scheduled_for = to_millis_precision(self.scheduled_for.unwrap_or(now));
         if scheduled_for < now - limits.past_tolerance {
-            return Err(Error::validation("scheduledAt", "scheduled time is in the past"));
+            return Err(Error::validation(
+                "scheduledAt",
+                "scheduled time is in the past",
+            ));
         }
         let not_after = self.not_after.map(to_millis_precision);
         if let Some(na) = not_after
             && na <= scheduled_for
         {
-            return Err(Error::validation("notAfter", "notAfter must be after the scheduled time"));
+            return Err(Error::validation(
+                "notAfter",
+                "notAfter must be after the scheduled time",
+            ));
         }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > limits.max_idempotency_key_len)
         {
-            return Err(Error::validation("idempotencyKey", "idempotency key must be 1 to 255 bytes"));
+            return Err(Error::validation(
+                "idempotencyKey",
+                "idempotency key must be 1 to 255 bytes",
+            ));
         }
         let t = self.template;
         Ok(Call {
@@ -303,10 +330,16 @@ impl CallEdit {
         let mut next = call.clone();
         let mut template = CallTemplate {
             callee_name: self.callee_name.clone().unwrap_or(next.callee_name.clone()),
-            phone_number: self.phone_number.clone().unwrap_or(next.phone_number.clone()),
+            phone_number: self
+                .phone_number
+                .clone()
+                .unwrap_or(next.phone_number.clone()),
             caller_number: next.caller_number.clone(),
             subject: self.subject.clone().unwrap_or(next.subject.clone()),
-            instructions: self.instructions.clone().unwrap_or(next.instructions.clone()),
+            instructions: self
+                .instructions
+                .clone()
+                .unwrap_or(next.instructions.clone()),
             language: self.language.clone().or(next.language.clone()),
             voice: self.voice.clone().or(next.voice.clone()),
             agent_id: next.agent_id.clone(),
@@ -323,7 +356,10 @@ impl CallEdit {
         if let Some(at) = self.scheduled_for {
             let at = to_millis_precision(at);
             if at < now - limits.past_tolerance {
-                return Err(Error::validation("scheduledAt", "scheduled time is in the past"));
+                return Err(Error::validation(
+                    "scheduledAt",
+                    "scheduled time is in the past",
+                ));
             }
             next.scheduled_for = at;
             next.next_action_at = Some(at);
@@ -334,7 +370,10 @@ impl CallEdit {
         if let Some(na) = next.not_after
             && na <= next.scheduled_for
         {
-            return Err(Error::validation("notAfter", "notAfter must be after the scheduled time"));
+            return Err(Error::validation(
+                "notAfter",
+                "notAfter must be after the scheduled time",
+            ));
         }
         next.callee_name = template.callee_name.trim().to_owned();
         next.phone_number = template.phone_number;

@@ -157,7 +157,10 @@ mod tests {
             PhoneNumber::parse("+1415abc2671"),
             Err(PhoneNumberError::InvalidCharacters)
         );
-        assert_eq!(PhoneNumber::parse("+1415"), Err(PhoneNumberError::BadLength(4)));
+        assert_eq!(
+            PhoneNumber::parse("+1415"),
+            Err(PhoneNumberError::BadLength(4))
+        );
         assert_eq!(
             PhoneNumber::parse("+1234567890123456"),
             Err(PhoneNumberError::BadLength(16))

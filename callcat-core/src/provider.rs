@@ -186,5 +186,9 @@ pub struct WebhookRequest<'a> {
 pub trait WebhookVerifier: Send + Sync + 'static {
     /// Verifies the signature first (an `Unauthorized` error when it fails), then
     /// parses. `now` is the injected clock's time for timestamp tolerance.
-    fn verify_and_parse(&self, req: WebhookRequest<'_>, now: DateTime<Utc>) -> Result<Vec<ProviderEvent>>;
+    fn verify_and_parse(
+        &self,
+        req: WebhookRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ProviderEvent>>;
 }

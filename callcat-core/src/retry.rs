@@ -74,10 +74,16 @@ impl RetryPolicy {
             ));
         }
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(Error::validation("retryPolicy", "multiplier must be at least 1"));
+            return Err(Error::validation(
+                "retryPolicy",
+                "multiplier must be at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(Error::validation("retryPolicy", "jitter must be between 0 and 1"));
+            return Err(Error::validation(
+                "retryPolicy",
+                "jitter must be between 0 and 1",
+            ));
         }
         if self.max_delay < self.base_delay {
             return Err(Error::validation(
@@ -103,9 +109,7 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (1 = the first retry), with jitter drawn
     /// from `rng`.
     pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
-        let exp = self
-            .multiplier
-            .powi(retry.saturating_sub(1).min(64) as i32);
+        let exp = self.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
         let base = (self.base_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
         let factor = if self.jitter > 0.0 {
             1.0 + rng.random_range(-self.jitter..=self.jitter)
@@ -184,7 +188,10 @@ mod tests {
             let a = p.backoff(1, &mut SmallRng::seed_from_u64(seed));
             let b = p.backoff(1, &mut SmallRng::seed_from_u64(seed));
             assert_eq!(a, b);
-            assert!(a >= Duration::from_secs(48) && a <= Duration::from_secs(72), "{a:?}");
+            assert!(
+                a >= Duration::from_secs(48) && a <= Duration::from_secs(72),
+                "{a:?}"
+            );
         }
     }
 
@@ -219,11 +226,21 @@ mod tests {
         let p = no_jitter();
         let mut rng = SmallRng::seed_from_u64(0);
         assert_eq!(
-            p.decide(CallOutcome::DialError, 1, Some(Duration::from_secs(600)), &mut rng),
+            p.decide(
+                CallOutcome::DialError,
+                1,
+                Some(Duration::from_secs(600)),
+                &mut rng
+            ),
             RetryDecision::RetryAfter(Duration::from_secs(600))
         );
         assert_eq!(
-            p.decide(CallOutcome::DialError, 1, Some(Duration::from_secs(5)), &mut rng),
+            p.decide(
+                CallOutcome::DialError,
+                1,
+                Some(Duration::from_secs(5)),
+                &mut rng
+            ),
             RetryDecision::RetryAfter(Duration::from_secs(60))
         );
     }
@@ -238,11 +255,13 @@ mod tests {
         .validate()
         .expect_err("zero attempts");
         assert_eq!(e.field(), Some("maxAttempts"));
-        assert!(RetryPolicy {
-            max_attempts: MAX_ATTEMPTS_LIMIT + 1,
-            ..RetryPolicy::default()
-        }
-        .validate()
-        .is_err());
+        assert!(
+            RetryPolicy {
+                max_attempts: MAX_ATTEMPTS_LIMIT + 1,
+                ..RetryPolicy::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

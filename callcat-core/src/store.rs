@@ -157,7 +157,12 @@ pub trait CallStore: Send + Sync + 'static {
 
     /// Active calls (Dispatching, Ringing, InProgress, Canceling) in scope, oldest
     /// `scheduled_for` first.
-    async fn list_active(&self, scope: &ActiveScope, limit: u32, cursor: Option<&str>) -> Result<Page<Call>>;
+    async fn list_active(
+        &self,
+        scope: &ActiveScope,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Call>>;
 
     /// A tenant's calls scheduled in `[from, to)`, soonest first (analytics).
     async fn list_tenant_range(
@@ -208,7 +213,11 @@ pub trait TranscriptStore: Send + Sync + 'static {
     async fn get(&self, call_id: CallId, now: DateTime<Utc>) -> Result<Option<Transcript>>;
 
     /// Reads by the provider's call id unless expired at `now`.
-    async fn get_by_provider_call_id(&self, provider_call_id: &str, now: DateTime<Utc>) -> Result<Option<Transcript>>;
+    async fn get_by_provider_call_id(
+        &self,
+        provider_call_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transcript>>;
 
     /// Deletes transcripts expired at `now`; returns how many.
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64>;
@@ -249,7 +258,9 @@ pub trait CallStoreExt: CallStore {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.list_active(scope, MAX_PAGE_SIZE, cursor.as_deref()).await?;
+            let page = self
+                .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
+                .await?;
             out.extend(page.items);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),

@@ -1,7 +1,9 @@
 //! Call windows: recurring weekday windows in a time zone, and one-off windows.
 //! The arithmetic here is pure and correct across daylight-saving changes.
 
-use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -28,10 +30,16 @@ impl RecurringWindow {
     /// Checks the window makes sense.
     pub fn validate(&self) -> Result<()> {
         if self.weekdays.is_empty() {
-            return Err(Error::validation("weekdays", "a recurring window needs at least one weekday"));
+            return Err(Error::validation(
+                "weekdays",
+                "a recurring window needs at least one weekday",
+            ));
         }
         if self.end <= self.start {
-            return Err(Error::validation("end", "the window must end after it starts (same day)"));
+            return Err(Error::validation(
+                "end",
+                "the window must end after it starts (same day)",
+            ));
         }
         Ok(())
     }
@@ -93,7 +101,11 @@ pub fn resolve_local(tz: Tz, date: NaiveDate, time: NaiveTime) -> Option<DateTim
     }
 }
 
-fn first_after_gap(tz: Tz, gap_local: chrono::NaiveDateTime, found: DateTime<Utc>) -> DateTime<Utc> {
+fn first_after_gap(
+    tz: Tz,
+    gap_local: chrono::NaiveDateTime,
+    found: DateTime<Utc>,
+) -> DateTime<Utc> {
     // Walk back minute by minute while the local time is still after the gap start.
     let mut t = found;
     loop {
@@ -128,9 +140,14 @@ impl WindowSchedule {
     pub fn validate(&self) -> Result<()> {
         match self {
             WindowSchedule::Recurring(r) => r.validate(),
-            WindowSchedule::OneOff { start_at, end_at, .. } => {
+            WindowSchedule::OneOff {
+                start_at, end_at, ..
+            } => {
                 if end_at <= start_at {
-                    Err(Error::validation("endAt", "the window must end after it starts"))
+                    Err(Error::validation(
+                        "endAt",
+                        "the window must end after it starts",
+                    ))
                 } else {
                     Ok(())
                 }
@@ -150,7 +167,9 @@ impl WindowSchedule {
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         match self {
             WindowSchedule::Recurring(r) => r.contains(t),
-            WindowSchedule::OneOff { start_at, end_at, .. } => *start_at <= t && t < *end_at,
+            WindowSchedule::OneOff {
+                start_at, end_at, ..
+            } => *start_at <= t && t < *end_at,
         }
     }
 }
@@ -175,7 +194,9 @@ mod tests {
     use super::*;
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("rfc3339").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("rfc3339")
+            .with_timezone(&Utc)
     }
 
     fn berlin_9_to_10(days: &[Weekday]) -> RecurringWindow {

@@ -115,16 +115,20 @@ fn after_cursor(cursor: Option<&str>) -> Result<Option<(i64, CallId)>> {
     cursor
         .map(|s| {
             let c = Cursor::decode(s)?;
-            let id: CallId = c
-                .id
-                .parse()
-                .map_err(|_| Error::validation("nextToken", "the page token is not valid"))?;
+            let id: CallId =
+                c.id.parse()
+                    .map_err(|_| Error::validation("nextToken", "the page token is not valid"))?;
             Ok((c.key, id))
         })
         .transpose()
 }
 
-fn asc_page(calls: Vec<Call>, limit: u32, cursor: Option<&str>, key: fn(&Call) -> i64) -> Result<Page<Call>> {
+fn asc_page(
+    calls: Vec<Call>,
+    limit: u32,
+    cursor: Option<&str>,
+    key: fn(&Call) -> i64,
+) -> Result<Page<Call>> {
     let limit = page_limit(limit)?;
     let after = after_cursor(cursor)?;
     let mut items: Vec<Call> = calls
@@ -167,10 +171,13 @@ impl CallStore for InMemoryCallStore {
         if let Some(p) = &call.provider_call_id
             && st.by_provider_id.contains_key(p)
         {
-            return Err(Error::conflict("provider call id already belongs to another call"));
+            return Err(Error::conflict(
+                "provider call id already belongs to another call",
+            ));
         }
         if let Some(key) = &call.idempotency_key {
-            st.idempotency.insert((call.owner.clone(), key.clone()), call.id);
+            st.idempotency
+                .insert((call.owner.clone(), key.clone()), call.id);
         }
         st.replace(call.clone());
         Ok(Created::New(call.clone()))
@@ -197,7 +204,9 @@ impl CallStore for InMemoryCallStore {
         if let Some(p) = &call.provider_call_id
             && st.by_provider_id.get(p).is_some_and(|id| *id != call.id)
         {
-            return Err(Error::conflict("provider call id already belongs to another call"));
+            return Err(Error::conflict(
+                "provider call id already belongs to another call",
+            ));
         }
         let mut next = call.clone();
         next.version += 1;
@@ -229,7 +238,10 @@ impl CallStore for InMemoryCallStore {
         if let Some(s) = query.status
             && ListView::of(s) != query.view
         {
-            return Err(Error::validation("status", "status does not belong to this view"));
+            return Err(Error::validation(
+                "status",
+                "status does not belong to this view",
+            ));
         }
         let calls: Vec<Call> = self
             .lock()
@@ -241,7 +253,9 @@ impl CallStore for InMemoryCallStore {
             .cloned()
             .collect();
         match query.view {
-            ListView::Upcoming => asc_page(calls, query.limit, query.cursor.as_deref(), scheduled_key),
+            ListView::Upcoming => {
+                asc_page(calls, query.limit, query.cursor.as_deref(), scheduled_key)
+            }
             ListView::Finished => {
                 let limit = page_limit(query.limit)?;
                 let after = after_cursor(query.cursor.as_deref())?;
@@ -265,7 +279,12 @@ impl CallStore for InMemoryCallStore {
             .cloned())
     }
 
-    async fn list_active(&self, scope: &ActiveScope, limit: u32, cursor: Option<&str>) -> Result<Page<Call>> {
+    async fn list_active(
+        &self,
+        scope: &ActiveScope,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Call>> {
         let calls: Vec<Call> = self
             .lock()
             .calls
@@ -293,7 +312,9 @@ impl CallStore for InMemoryCallStore {
             .lock()
             .calls
             .values()
-            .filter(|c| &c.owner.tenant == tenant && c.scheduled_for >= from && c.scheduled_for < to)
+            .filter(|c| {
+                &c.owner.tenant == tenant && c.scheduled_for >= from && c.scheduled_for < to
+            })
             .cloned()
             .collect();
         asc_page(calls, limit, cursor, scheduled_key)

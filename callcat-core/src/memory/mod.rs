@@ -25,7 +25,10 @@ fn page_limit(limit: u32) -> crate::Result<usize> {
     if limit == 0 || limit > crate::store::MAX_PAGE_SIZE {
         return Err(crate::Error::validation(
             "limit",
-            format!("limit must be between 1 and {}", crate::store::MAX_PAGE_SIZE),
+            format!(
+                "limit must be between 1 and {}",
+                crate::store::MAX_PAGE_SIZE
+            ),
         ));
     }
     Ok(limit as usize)

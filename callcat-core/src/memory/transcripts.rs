@@ -62,10 +62,18 @@ impl TranscriptStore for InMemoryTranscriptStore {
     }
 
     async fn get(&self, call_id: CallId, now: DateTime<Utc>) -> Result<Option<Transcript>> {
-        Ok(self.lock().get(&call_id).filter(|t| !t.is_expired(now)).cloned())
+        Ok(self
+            .lock()
+            .get(&call_id)
+            .filter(|t| !t.is_expired(now))
+            .cloned())
     }
 
-    async fn get_by_provider_call_id(&self, provider_call_id: &str, now: DateTime<Utc>) -> Result<Option<Transcript>> {
+    async fn get_by_provider_call_id(
+        &self,
+        provider_call_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Transcript>> {
         Ok(self
             .lock()
             .values()

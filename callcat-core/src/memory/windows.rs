@@ -31,7 +31,10 @@ impl WindowStore for InMemoryWindowStore {
         window.schedule.validate()?;
         let mut st = self.lock();
         if st.contains_key(&window.id) {
-            return Err(Error::conflict(format!("window {} already exists", window.id)));
+            return Err(Error::conflict(format!(
+                "window {} already exists",
+                window.id
+            )));
         }
         st.insert(window.id, window.clone());
         Ok(())
@@ -43,7 +46,12 @@ impl WindowStore for InMemoryWindowStore {
 
     async fn list(&self, owner: &Owner) -> Result<Vec<CallWindow>> {
         // WindowIds are UUIDv7: id order is creation order.
-        Ok(self.lock().values().filter(|w| &w.owner == owner).cloned().collect())
+        Ok(self
+            .lock()
+            .values()
+            .filter(|w| &w.owner == owner)
+            .cloned()
+            .collect())
     }
 
     async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>> {
@@ -66,7 +74,15 @@ impl WindowStore for InMemoryWindowStore {
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = more
-            .then(|| items.last().map(|w| Cursor { key: 0, id: w.id.to_string() }.encode()))
+            .then(|| {
+                items.last().map(|w| {
+                    Cursor {
+                        key: 0,
+                        id: w.id.to_string(),
+                    }
+                    .encode()
+                })
+            })
             .flatten();
         Ok(Page { items, next_cursor })
     }
