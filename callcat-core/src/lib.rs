@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod new_call;
 pub mod phone;
+pub mod planner;
 pub mod provider;
 pub mod retry;
 pub mod scheduler;
@@ -24,6 +25,7 @@ pub mod testing;
 pub mod transcript;
 pub mod wakeup;
 pub mod window;
+pub mod workflow;
 
 pub use apply::{Applied, apply_provider_event};
 pub use bus::{CallUpdate, UpdateBus};
@@ -35,6 +37,7 @@ pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, t
 pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
 pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
 pub use phone::{PhoneNumber, PhoneNumberError};
+pub use planner::{DoneToday, PlanReport, WindowPlanner};
 pub use provider::{
     DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent,
     ProviderEventKind, TelephonyProvider, WebhookRequest, WebhookVerifier,
@@ -53,6 +56,10 @@ pub use store::{
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
 pub use wakeup::{Wakeup, WakeupListener};
 pub use window::{CallWindow, RecurringWindow, WindowSchedule};
+pub use workflow::{
+    Classification, ClassificationCache, ClassifyThenCall, WorkflowDecision, WorkflowPolicy,
+    WorkflowRunner,
+};
 
 /// Re-exported so users name the same versions callcat uses.
 pub use chrono;
