@@ -6,6 +6,7 @@ pub mod apply;
 pub mod bus;
 pub mod call;
 pub mod clock;
+pub mod crypto;
 pub mod cursor;
 pub mod error;
 pub mod ids;
@@ -31,6 +32,7 @@ pub use apply::{Applied, apply_provider_event};
 pub use bus::{CallUpdate, UpdateBus};
 pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::{FieldCipher, MasterKey, SealedCall, open_call, seal_call};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, transition};
@@ -65,3 +67,15 @@ pub use workflow::{
 pub use chrono;
 /// Re-exported so users name the same versions callcat uses.
 pub use chrono_tz;
+
+#[cfg(test)]
+mod testing_support {
+    use crate::{Call, CallTemplate, Limits, NewCall, Owner, PhoneNumber};
+
+    pub(crate) fn sample_call(owner: &Owner) -> Call {
+        let phone = PhoneNumber::parse("+14155552671").unwrap_or_else(|e| panic!("{e}"));
+        NewCall::new(CallTemplate::new("Ada", phone, "Subject", "Prompt"))
+            .into_call(owner.clone(), chrono::Utc::now(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
