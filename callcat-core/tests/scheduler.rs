@@ -668,3 +668,64 @@ async fn the_do_not_call_list_cancels_before_dialing() {
     );
     assert_eq!(h.sim.total_dials(), 0);
 }
+
+/// Holds every dial until the test opens the gate.
+struct Gated {
+    sim: Simulator,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn place_call(&self, call: &Call) -> callcat_core::Result<callcat_core::DialAccepted> {
+        let _permit = self.gate.acquire().await.expect("gate open");
+        self.sim.place_call(call).await
+    }
+    async fn fetch_call(&self, id: &str) -> callcat_core::Result<callcat_core::ProviderCall> {
+        self.sim.fetch_call(id).await
+    }
+    async fn end_call(&self, id: &str) -> callcat_core::Result<()> {
+        self.sim.end_call(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_claiming_and_finishes_in_flight_dials() {
+    let h = harness(SimulatorConfig::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = Arc::new(Gated {
+        sim: h.sim.clone(),
+        gate: gate.clone(),
+    });
+    let sched = h.scheduler(|b| b.provider(provider).owner_cap(None));
+    let in_flight = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let s = sched.clone();
+        async move {
+            s.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    for i in 0.. {
+        if h.get(in_flight.id).await.dial_started_at.is_some() {
+            break;
+        }
+        assert!(i < 20_000, "the dial never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = stop.send(());
+    // A call that becomes due after the shutdown signal is not claimed.
+    let late = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+    assert!(!run.is_finished(), "run waits for the in-flight dial");
+    gate.add_permits(10);
+    run.await.expect("join").expect("run");
+    assert_eq!(h.get(in_flight.id).await.status, CallStatus::Ringing);
+    assert_eq!(h.get(late.id).await.status, CallStatus::Scheduled);
+    assert_eq!(h.sim.dial_count(late.id), 0);
+}
