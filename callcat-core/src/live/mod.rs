@@ -10,6 +10,47 @@
 //!   asking the provider first.
 //! - [`analytics`] aggregates a tenant's calls over a time range (counts, durations,
 //!   hours of day, peak concurrency, cost).
+//!
+//! Wiring them up (the poller and sweeper also take a [`crate::TelephonyProvider`]):
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use callcat_core::memory::in_memory_stores;
+//! use callcat_core::{
+//!     EventIngestor, LiveEvent, LiveScope, LiveTracker, SystemClock, TenantId, UpdateBus, Wakeup,
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> callcat_core::Result<()> {
+//! let stores = in_memory_stores();
+//! let bus = UpdateBus::default();
+//! let ingestor = Arc::new(
+//!     EventIngestor::from_stores(&stores, bus.clone(), Arc::new(SystemClock))
+//!         .with_wakeup(Wakeup::new()),
+//! );
+//! let tracker = LiveTracker::start(stores.calls.clone(), &bus, 256).await?;
+//! let mut feed = tracker.subscribe(LiveScope::Tenant(TenantId::new("acme")));
+//!
+//! // In the webhook handler, for each verified and parsed event:
+//! // let outcome = ingestor.ingest(&event).await?; // answer 2xx with outcome.label()
+//! assert_eq!(tracker.count(&TenantId::new("acme")), 0);
+//! assert_eq!(ingestor.metrics().applied, 0);
+//!
+//! // In a Server-Sent Events handler:
+//! # drop(bus);
+//! # drop(ingestor);
+//! # drop(tracker);
+//! while let Some(event) = feed.recv().await {
+//!     match event {
+//!         LiveEvent::Update { update, tenant_active, .. } => { /* send it */ }
+//!         LiveEvent::Lagged { .. } | LiveEvent::Resynced => { /* resend tracker.active(..) */ }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod analytics;
 mod ingest;

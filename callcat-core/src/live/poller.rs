@@ -101,7 +101,8 @@ impl PollerConfig {
 /// written only when they changed. When the provider reports the call over, that is
 /// fed through the [`EventIngestor`] so the call record ends too, and polling stops;
 /// it also stops when the bus shows the call ended. A call whose provider pushes
-/// transcripts is left alone while pushes keep coming.
+/// transcripts (seen by this process's ingestor) is left alone while pushes keep
+/// coming ([`PollerConfig::push_quiet_period`]).
 pub struct TranscriptPoller {
     ingestor: Arc<EventIngestor>,
     provider: Arc<dyn TelephonyProvider>,
