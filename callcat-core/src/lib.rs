@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod live;
 pub mod memory;
 pub mod new_call;
 pub mod phone;
@@ -36,6 +37,11 @@ pub use crypto::{FieldCipher, MasterKey, SealedCall, open_call, seal_call};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, transition};
+pub use live::{
+    ActiveCall, ActivityChange, CallAnalytics, EventIngestor, IngestMetrics, IngestOutcome,
+    LiveEvent, LiveScope, LiveSubscription, LiveTracker, PollerConfig, PollerHandle,
+    StaleCallSweeper, SweepReport, SweeperConfig, SweeperHandle, TranscriptPoller,
+};
 pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
 pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
 pub use phone::{PhoneNumber, PhoneNumberError};
