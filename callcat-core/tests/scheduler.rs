@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callcat_core::apply::{Applied, apply_provider_event};
 use callcat_core::chrono::{DateTime, TimeDelta, Utc};
+use callcat_core::live::EventIngestor;
 use callcat_core::testing::fixtures::{owner, t0, template};
 use callcat_core::{
-    Call, CallId, CallOutcome, CallService, CallStatus, CallStore, CallStoreExt, Clock,
-    DispatchResult, DoNotCallList, InMemoryCallStore, ManualClock, NewCall, Owner, ProviderEvent,
+    Call, CallId, CallOutcome, CallService, CallStatus, CallStore, Clock, DispatchResult,
+    DoNotCallList, InMemoryCallStore, InMemoryTranscriptStore, ManualClock, NewCall, Owner,
     RetryPolicy, Scheduler, SchedulerBuilder, Simulator, SimulatorConfig, TelephonyProvider,
     UpdateBus, Wakeup,
 };
@@ -21,6 +21,7 @@ struct Harness {
     wakeup: Wakeup,
     bus: UpdateBus,
     service: CallService,
+    ingestor: EventIngestor,
 }
 
 fn harness(cfg: SimulatorConfig) -> Harness {
@@ -32,6 +33,13 @@ fn harness(cfg: SimulatorConfig) -> Harness {
     let service = CallService::new(store.clone(), Arc::new(clock.clone()), wakeup.clone())
         .with_provider(Arc::new(sim.clone()))
         .with_bus(bus.clone());
+    let ingestor = EventIngestor::new(
+        store.clone(),
+        Arc::new(InMemoryTranscriptStore::new()),
+        bus.clone(),
+        Arc::new(clock.clone()),
+    )
+    .with_jitter_seed(7);
     Harness {
         clock,
         store,
@@ -39,6 +47,7 @@ fn harness(cfg: SimulatorConfig) -> Harness {
         wakeup,
         bus,
         service,
+        ingestor,
     }
 }
 
@@ -75,7 +84,7 @@ impl Harness {
     /// Delivers every simulator event due now, as webhooks would.
     async fn pump(&self) {
         for e in self.sim.drain_due_events() {
-            ingest(self.store.as_ref(), &e, self.clock.now()).await;
+            self.ingestor.ingest(&e).await.expect("ingest");
         }
     }
 
@@ -91,30 +100,6 @@ impl Harness {
             .map(|d| d.at)
             .collect()
     }
-}
-
-async fn ingest(store: &dyn CallStore, e: &ProviderEvent, now: DateTime<Utc>) {
-    let found = match store
-        .find_by_provider_call_id(&e.call.provider_call_id)
-        .await
-        .expect("find")
-    {
-        Some(c) => Some(c),
-        None => match e.call.call_id {
-            Some(id) => store.get(id).await.expect("get"),
-            None => None,
-        },
-    };
-    let Some(call) = found else { return };
-    store
-        .update_with(call.id, 8, |c| {
-            Ok(match apply_provider_event(c, e, now, 7)? {
-                Applied::Changed(n) => Some(*n),
-                Applied::Unchanged(_) => None,
-            })
-        })
-        .await
-        .expect("ingest");
 }
 
 fn no_jitter() -> RetryPolicy {
