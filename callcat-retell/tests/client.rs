@@ -174,6 +174,7 @@ async fn fetch_call_gets_and_maps_the_call_object() {
     assert_eq!(p.duration_ms, Some(10_000));
     let reqs = server.received_requests().await.unwrap();
     assert!(reqs[0].body.is_empty());
+    assert!(reqs[0].headers.get("content-type").is_none());
 }
 
 #[tokio::test]
@@ -187,6 +188,14 @@ async fn end_call_posts_stop_call() {
         .mount(&server)
         .await;
     provider(&server).end_call("rc_9").await.unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].body.is_empty(), "stop-call has no body");
+    assert!(reqs[0].headers.get("content-type").is_none());
+    assert_eq!(
+        reqs[0].headers.get("accept").unwrap().to_str().unwrap(),
+        "application/json"
+    );
 }
 
 #[tokio::test]
