@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::SOURCE;
 use crate::config::{CallbackUrls, TwilioConfig, TwilioProviderBuilder};
-use crate::wire::{CallResource, ErrorBody};
+use crate::wire::{CallResource, ErrorBody, TwilioCallStatus};
 
 /// Twilio error codes that mean the number cannot be called (invalid `To`,
 /// unreachable, unverified caller id ...): permanent rejections.
@@ -152,6 +152,18 @@ impl TwilioProvider {
         Err(map_error(status, &headers, &body))
     }
 
+    /// Cancels a call that has not been answered yet (`Status=canceled`; Twilio
+    /// ignores it for a call in progress) and returns the status Twilio reports.
+    pub async fn cancel_call(&self, provider_call_id: &str) -> Result<TwilioCallStatus> {
+        Ok(self.update_status(provider_call_id, "canceled").await?.status())
+    }
+
+    /// Hangs up a call in progress (`Status=completed`) and returns the status
+    /// Twilio reports.
+    pub async fn hangup_call(&self, provider_call_id: &str) -> Result<TwilioCallStatus> {
+        Ok(self.update_status(provider_call_id, "completed").await?.status())
+    }
+
     async fn update_status(&self, sid: &str, status: &str) -> Result<CallResource> {
         let url = self.call_url(sid)?;
         self.send(self.http.post(url).form(&[("Status", status)]))
@@ -200,15 +212,12 @@ impl TelephonyProvider for TwilioProvider {
             return Ok(());
         }
         if current.is_pre_answer() {
-            let after = self
-                .update_status(provider_call_id, "canceled")
-                .await?
-                .status();
+            let after = self.cancel_call(provider_call_id).await?;
             if after.is_final() || after.is_pre_answer() {
                 return Ok(());
             }
         }
-        self.update_status(provider_call_id, "completed").await?;
+        self.hangup_call(provider_call_id).await?;
         Ok(())
     }
 }
