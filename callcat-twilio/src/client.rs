@@ -155,13 +155,19 @@ impl TwilioProvider {
     /// Cancels a call that has not been answered yet (`Status=canceled`; Twilio
     /// ignores it for a call in progress) and returns the status Twilio reports.
     pub async fn cancel_call(&self, provider_call_id: &str) -> Result<TwilioCallStatus> {
-        Ok(self.update_status(provider_call_id, "canceled").await?.status())
+        Ok(self
+            .update_status(provider_call_id, "canceled")
+            .await?
+            .status())
     }
 
     /// Hangs up a call in progress (`Status=completed`) and returns the status
     /// Twilio reports.
     pub async fn hangup_call(&self, provider_call_id: &str) -> Result<TwilioCallStatus> {
-        Ok(self.update_status(provider_call_id, "completed").await?.status())
+        Ok(self
+            .update_status(provider_call_id, "completed")
+            .await?
+            .status())
     }
 
     async fn update_status(&self, sid: &str, status: &str) -> Result<CallResource> {

@@ -14,8 +14,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const CALLS: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls.json";
-const CALL: &str =
-    "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls/CA11111111111111111111111111111111.json";
+const CALL: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Calls/CA11111111111111111111111111111111.json";
 const CALL_SID: &str = "CA11111111111111111111111111111111";
 
 fn t0() -> DateTime<Utc> {
@@ -77,7 +76,9 @@ fn twilio_error(code: i64, status: u16, message: &str) -> serde_json::Value {
 async fn create_sends_the_exact_form_body() {
     let server = MockServer::start().await;
     let id = "01900000-0000-7000-8000-000000000001";
-    let status = format!("https%3A%2F%2Fcalls.example.com%2Fwebhooks%2Ftwilio%2Fstatus%3Fcallcat_call_id%3D{id}");
+    let status = format!(
+        "https%3A%2F%2Fcalls.example.com%2Fwebhooks%2Ftwilio%2Fstatus%3Fcallcat_call_id%3D{id}"
+    );
     let expected = [
         "To=%2B14155552671".to_string(),
         "From=%2B14155550100".into(),
@@ -131,7 +132,13 @@ async fn create_uses_the_callers_number_and_asks_for_recording() {
     // No from number anywhere: a validation error, nothing sent.
     let err = p.place_call(&c).await.expect_err("no from");
     assert_eq!(err.kind(), ErrorKind::Validation);
-    assert!(server.received_requests().await.expect("recorded").is_empty());
+    assert!(
+        server
+            .received_requests()
+            .await
+            .expect("recorded")
+            .is_empty()
+    );
 
     c.caller_number = Some(PhoneNumber::parse("+14155550199").expect("phone"));
     p.place_call(&c).await.expect("placed");
@@ -154,7 +161,11 @@ async fn create_uses_the_callers_number_and_asks_for_recording() {
     assert!(get("AsyncAmd").is_empty());
     assert_eq!(
         get("RecordingStatusCallback"),
-        [format!("https://calls.example.com/webhooks/twilio/status?callcat_call_id={}", c.id).as_str()]
+        [format!(
+            "https://calls.example.com/webhooks/twilio/status?callcat_call_id={}",
+            c.id
+        )
+        .as_str()]
     );
 }
 
@@ -169,7 +180,10 @@ async fn fetch_parses_the_call_resource() {
         .respond_with(ResponseTemplate::new(200).set_body_json(body))
         .mount(&server)
         .await;
-    let pc = provider(&server).fetch_call(CALL_SID).await.expect("fetched");
+    let pc = provider(&server)
+        .fetch_call(CALL_SID)
+        .await
+        .expect("fetched");
     assert_eq!(pc.provider_call_id, CALL_SID);
     assert_eq!(pc.state, ProviderCallState::Ended);
     assert_eq!(pc.outcome, Some(CallOutcome::Voicemail));
@@ -246,7 +260,10 @@ async fn create_error(resp: ResponseTemplate) -> callcat_core::Error {
         .respond_with(resp)
         .mount(&server)
         .await;
-    provider(&server).place_call(&call()).await.expect_err("error")
+    provider(&server)
+        .place_call(&call())
+        .await
+        .expect_err("error")
 }
 
 #[tokio::test]
@@ -291,10 +308,9 @@ async fn server_errors_are_unavailable() {
 async fn invalid_numbers_are_permanent_rejections() {
     for code in [21211, 21214, 21217] {
         let msg = format!("The 'To' number +1415 is not valid ({code})");
-        let e = create_error(
-            ResponseTemplate::new(400).set_body_json(twilio_error(code, 400, &msg)),
-        )
-        .await;
+        let e =
+            create_error(ResponseTemplate::new(400).set_body_json(twilio_error(code, 400, &msg)))
+                .await;
         assert_eq!(e.kind(), ErrorKind::Rejected, "{code}");
         assert!(!e.is_retryable());
         assert!(e.message().contains(&msg), "{}", e.message());
@@ -302,9 +318,11 @@ async fn invalid_numbers_are_permanent_rejections() {
         assert_eq!(e.field(), Some("phoneNumber"));
     }
     // Another 4xx: rejected, no field.
-    let e = create_error(
-        ResponseTemplate::new(400).set_body_json(twilio_error(21205, 400, "Url is not valid")),
-    )
+    let e = create_error(ResponseTemplate::new(400).set_body_json(twilio_error(
+        21205,
+        400,
+        "Url is not valid",
+    )))
     .await;
     assert_eq!(e.kind(), ErrorKind::Rejected);
     assert_eq!(e.field(), None);
@@ -321,9 +339,11 @@ async fn invalid_numbers_are_permanent_rejections() {
 
 #[tokio::test]
 async fn unauthorized_and_not_found() {
-    let e = create_error(
-        ResponseTemplate::new(401).set_body_json(twilio_error(20003, 401, "Authenticate")),
-    )
+    let e = create_error(ResponseTemplate::new(401).set_body_json(twilio_error(
+        20003,
+        401,
+        "Authenticate",
+    )))
     .await;
     assert_eq!(e.kind(), ErrorKind::Unauthorized);
     assert!(!e.is_retryable());
@@ -331,12 +351,17 @@ async fn unauthorized_and_not_found() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(CALL))
-        .respond_with(
-            ResponseTemplate::new(404).set_body_json(twilio_error(20404, 404, "not found")),
-        )
+        .respond_with(ResponseTemplate::new(404).set_body_json(twilio_error(
+            20404,
+            404,
+            "not found",
+        )))
         .mount(&server)
         .await;
-    let e = provider(&server).fetch_call(CALL_SID).await.expect_err("404");
+    let e = provider(&server)
+        .fetch_call(CALL_SID)
+        .await
+        .expect_err("404");
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
 
@@ -402,22 +427,32 @@ fn builder_validates_and_debug_hides_the_token() {
     assert!(dbg.contains("redacted"));
     assert!(!format!("{:?}", ok()).contains("super-secret-token"));
 
-    let kind = |b: callcat_twilio::TwilioProviderBuilder| b.build().expect_err("invalid").field().map(str::to_string);
+    let kind = |b: callcat_twilio::TwilioProviderBuilder| {
+        b.build().expect_err("invalid").field().map(str::to_string)
+    };
     assert_eq!(kind(ok().account_sid("XX123")), Some("account_sid".into()));
     assert_eq!(kind(ok().auth_token("")), Some("auth_token".into()));
     assert_eq!(kind(ok().base_url("ftp://x")), Some("base_url".into()));
-    assert_eq!(kind(ok().public_base_url("not a url")), Some("public_base_url".into()));
+    assert_eq!(
+        kind(ok().public_base_url("not a url")),
+        Some("public_base_url".into())
+    );
     assert_eq!(
         kind(ok().public_base_url("https://x.example/?a=1")),
         Some("public_base_url".into())
     );
-    assert_eq!(kind(ok().ring_timeout(Duration::from_secs(2))), Some("ring_timeout".into()));
+    assert_eq!(
+        kind(ok().ring_timeout(Duration::from_secs(2))),
+        Some("ring_timeout".into())
+    );
     assert_eq!(
         kind(ok().status_callback_events(["initiated", "bogus"])),
         Some("status_callback_events".into())
     );
-    let mut paths = callcat_twilio::CallbackPaths::default();
-    paths.twiml = "/twiml".into();
+    let paths = callcat_twilio::CallbackPaths {
+        twiml: "/twiml".into(),
+        ..Default::default()
+    };
     assert_eq!(kind(ok().callback_paths(paths)), Some("twiml_path".into()));
     let missing = TwilioProvider::builder()
         .account_sid(SID)

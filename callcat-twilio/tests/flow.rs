@@ -35,8 +35,11 @@ fn urls() -> CallbackUrls {
     CallbackUrls::new("https://calls.example.com", CallbackPaths::default()).expect("urls")
 }
 
-/// Parses the document and returns the root's child elements as (name, attrs, text).
-fn verbs(xml: &str) -> Vec<(String, Vec<(String, String)>, String)> {
+/// A verb: its name, attributes and text.
+type Verb = (String, Vec<(String, String)>, String);
+
+/// Parses the document and returns the root's child elements.
+fn verbs(xml: &str) -> Vec<Verb> {
     let doc = roxmltree::Document::parse(xml).expect("TwiML parses as XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "Response");
@@ -58,7 +61,10 @@ fn verbs(xml: &str) -> Vec<(String, Vec<(String, String)>, String)> {
 }
 
 fn attr<'a>(attrs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    attrs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -132,13 +138,19 @@ fn hostile_text_is_escaped_and_configuration_comes_from_metadata() {
         .expect("transcription");
     assert_eq!(
         t.attribute("statusCallbackUrl"),
-        Some(format!("https://calls.example.com/webhooks/twilio/transcription?callcat_call_id={ID}").as_str())
+        Some(
+            format!("https://calls.example.com/webhooks/twilio/transcription?callcat_call_id={ID}")
+                .as_str()
+        )
     );
     assert_eq!(t.attribute("partialResults"), Some("true"));
     // Later steps do not start transcription again.
     let step1 = render_call_twiml(&c, &urls(), 1).expect("step 1");
     assert!(!step1.contains("<Start>"));
-    assert_eq!(verbs(&render_call_twiml(&c, &urls(), 2).expect("end"))[0].2, "Bye & thanks");
+    assert_eq!(
+        verbs(&render_call_twiml(&c, &urls(), 2).expect("end"))[0].2,
+        "Bye & thanks"
+    );
 }
 
 #[test]
@@ -174,7 +186,10 @@ fn bad_flow_configuration_is_a_validation_error() {
         c.metadata.insert("twilio_flow".into(), cfg.clone());
         let e = ConversationFlow::for_call(&c).expect_err("invalid");
         assert_eq!(e.kind(), ErrorKind::Validation, "{cfg}");
-        assert!(e.field().is_some_and(|f| f.starts_with("twilio_flow")), "{cfg}");
+        assert!(
+            e.field().is_some_and(|f| f.starts_with("twilio_flow")),
+            "{cfg}"
+        );
     }
 }
 
@@ -190,13 +205,23 @@ fn gather_callbacks_become_segments() {
     ];
     let sig = compute_signature("tok", &format!("https://calls.example.com{target}"), &pairs);
     let mut headers = HeaderMap::new();
-    headers.insert("X-Twilio-Signature", HeaderValue::from_str(&sig).expect("header"));
+    headers.insert(
+        "X-Twilio-Signature",
+        HeaderValue::from_str(&sig).expect("header"),
+    );
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
         .into_bytes();
     let turn = v
-        .verify_gather(&flow, WebhookRequest { url: &target, headers: &headers, body: &body })
+        .verify_gather(
+            &flow,
+            WebhookRequest {
+                url: &target,
+                headers: &headers,
+                body: &body,
+            },
+        )
         .expect("turn");
     assert_eq!(turn.step, 1);
     assert_eq!(turn.next_step(), 2);
@@ -209,9 +234,19 @@ fn gather_callbacks_become_segments() {
     assert_eq!(turn.segments().len(), 2);
 
     // Tampered: unauthorized.
-    let tampered = body.iter().map(|b| if *b == b'8' { b'9' } else { *b }).collect::<Vec<_>>();
+    let tampered = body
+        .iter()
+        .map(|b| if *b == b'8' { b'9' } else { *b })
+        .collect::<Vec<_>>();
     let e: callcat_core::Error = v
-        .verify_gather(&flow, WebhookRequest { url: &target, headers: &headers, body: &tampered })
+        .verify_gather(
+            &flow,
+            WebhookRequest {
+                url: &target,
+                headers: &headers,
+                body: &tampered,
+            },
+        )
         .expect_err("tampered")
         .into();
     assert_eq!(e.kind(), ErrorKind::Unauthorized);

@@ -89,10 +89,16 @@ async fn create_fetch_and_end_match_the_spec() {
         .record(true)
         .build()
         .expect("provider");
-    let accepted = p.place_call(&call()).await.expect("create accepted by the spec");
+    let accepted = p
+        .place_call(&call())
+        .await
+        .expect("create accepted by the spec");
     assert!(accepted.provider_call_id.starts_with("CA"), "{accepted:?}");
 
-    let fetched = p.fetch_call(&accepted.provider_call_id).await.expect("fetch");
+    let fetched = p
+        .fetch_call(&accepted.provider_call_id)
+        .await
+        .expect("fetch");
     assert_eq!(fetched.provider_call_id.len(), 34);
     // The spec's example call is a completed one.
     assert_eq!(fetched.state, ProviderCallState::Ended, "{fetched:?}");
@@ -100,9 +106,17 @@ async fn create_fetch_and_end_match_the_spec() {
     assert!(fetched.started_at.is_some(), "{fetched:?}");
 
     p.end_call(&accepted.provider_call_id).await.expect("end");
-    let canceled = p.cancel_call(&accepted.provider_call_id).await.expect("cancel");
-    assert!(!matches!(canceled, TwilioCallStatus::Unknown(_)), "{canceled:?}");
-    p.hangup_call(&accepted.provider_call_id).await.expect("hang up");
+    let canceled = p
+        .cancel_call(&accepted.provider_call_id)
+        .await
+        .expect("cancel");
+    assert!(
+        !matches!(canceled, TwilioCallStatus::Unknown(_)),
+        "{canceled:?}"
+    );
+    p.hangup_call(&accepted.provider_call_id)
+        .await
+        .expect("hang up");
 }
 
 #[tokio::test]
@@ -121,7 +135,10 @@ async fn the_spec_rejects_a_wrong_request() {
     let (status, body) = raw_create(&base, &without_from).await;
     assert_eq!(status, 422, "{body}");
     let messages = validation_messages(&body);
-    assert!(messages.iter().any(|m| m.contains("'From'")), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("'From'")),
+        "{messages:?}"
+    );
     // A Status value the spec does not allow is refused on update too.
     let resp = reqwest::Client::new()
         .post(format!(
@@ -140,7 +157,12 @@ async fn the_full_form_differs_from_the_spec_only_in_prisms_array_reading() {
     let Some(base) = mock_url() else { return };
     let p = builder(&base).record(true).build().expect("provider");
     let form = p.create_call_form(&call()).expect("form");
-    assert_eq!(form.iter().filter(|(k, _)| *k == "StatusCallbackEvent").count(), 4);
+    assert_eq!(
+        form.iter()
+            .filter(|(k, _)| *k == "StatusCallbackEvent")
+            .count(),
+        4
+    );
     let (status, body) = raw_create(&base, &form).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(

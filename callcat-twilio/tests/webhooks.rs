@@ -35,13 +35,18 @@ fn now() -> DateTime<Utc> {
 
 #[test]
 fn twilios_published_vector() {
-    assert_eq!(compute_signature("12345", VECTOR_URL, &VECTOR_PARAMS), VECTOR_SIGNATURE);
+    assert_eq!(
+        compute_signature("12345", VECTOR_URL, &VECTOR_PARAMS),
+        VECTOR_SIGNATURE
+    );
     // Order of the given parameters does not matter: they are sorted.
     let mut shuffled = VECTOR_PARAMS;
     shuffled.reverse();
-    assert_eq!(compute_signature("12345", VECTOR_URL, &shuffled), VECTOR_SIGNATURE);
-    validate_form_signature("12345", VECTOR_SIGNATURE, VECTOR_URL, &VECTOR_PARAMS)
-        .expect("valid");
+    assert_eq!(
+        compute_signature("12345", VECTOR_URL, &shuffled),
+        VECTOR_SIGNATURE
+    );
+    validate_form_signature("12345", VECTOR_SIGNATURE, VECTOR_URL, &VECTOR_PARAMS).expect("valid");
     // Twilio may have signed the URL with the default port spelled out.
     validate_form_signature(
         "12345",
@@ -105,17 +110,31 @@ fn body_sha256_variant() {
     let v = TwilioWebhookVerifier::new("12345", "https://mycompany.com");
     let headers = headers_with(&sig);
     let target = format!("/myapp?bodySHA256={hash}");
-    v.verify(WebhookRequest { url: &target, headers: &headers, body })
-        .expect("verified");
+    v.verify(WebhookRequest {
+        url: &target,
+        headers: &headers,
+        body,
+    })
+    .expect("verified");
     let err = v
-        .verify(WebhookRequest { url: &target, headers: &headers, body: b"{}" })
+        .verify(WebhookRequest {
+            url: &target,
+            headers: &headers,
+            body: b"{}",
+        })
         .expect_err("tampered body");
-    assert_eq!(err, TwilioWebhookError::Signature(SignatureError::BodyHashMismatch));
+    assert_eq!(
+        err,
+        TwilioWebhookError::Signature(SignatureError::BodyHashMismatch)
+    );
 }
 
 fn headers_with(sig: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("x-twilio-signature", HeaderValue::from_str(sig).expect("header"));
+    h.insert(
+        "x-twilio-signature",
+        HeaderValue::from_str(sig).expect("header"),
+    );
     h
 }
 
@@ -140,7 +159,14 @@ fn verifier() -> TwilioWebhookVerifier {
 fn status_event(pairs: &[(&str, &str)]) -> callcat_core::ProviderEvent {
     let (target, headers, body) = signed(pairs);
     let mut events = verifier()
-        .verify_and_parse(WebhookRequest { url: &target, headers: &headers, body: &body }, now())
+        .verify_and_parse(
+            WebhookRequest {
+                url: &target,
+                headers: &headers,
+                body: &body,
+            },
+            now(),
+        )
         .expect("parsed");
     assert_eq!(events.len(), 1);
     events.remove(0)
@@ -169,8 +195,14 @@ fn status_callbacks_become_events() {
     assert_eq!(ringing.kind, ProviderEventKind::Ringing);
     assert_eq!(ringing.sequence, Some(1));
     assert_eq!(ringing.call.state, ProviderCallState::Ringing);
-    assert_eq!(ringing.call.provider_call_id, "CA11111111111111111111111111111111");
-    assert_eq!(ringing.call.call_id, Some(CALL_ID.parse::<CallId>().expect("id")));
+    assert_eq!(
+        ringing.call.provider_call_id,
+        "CA11111111111111111111111111111111"
+    );
+    assert_eq!(
+        ringing.call.call_id,
+        Some(CALL_ID.parse::<CallId>().expect("id"))
+    );
     assert_eq!(
         ringing.occurred_at.map(|t| t.to_rfc3339()),
         Some("2010-08-31T20:36:28+00:00".into())
@@ -198,7 +230,10 @@ fn status_callbacks_become_events() {
         completed.call.started_at.map(|t| t.to_rfc3339()),
         Some("2010-08-31T20:36:30+00:00".into())
     );
-    assert_eq!(completed.call.recording_url.as_deref(), Some("https://api.twilio.com/recordings/RE1"));
+    assert_eq!(
+        completed.call.recording_url.as_deref(),
+        Some("https://api.twilio.com/recordings/RE1")
+    );
 
     for (status, outcome, state) in [
         ("busy", CallOutcome::Busy, ProviderCallState::Ended),
@@ -216,7 +251,10 @@ fn status_callbacks_become_events() {
         ("AnsweredBy", "machine_end_beep"),
     ]));
     assert_eq!(machine.call.outcome, Some(CallOutcome::Voicemail));
-    let human = status_event(&with(&[("CallStatus", "completed"), ("AnsweredBy", "human")]));
+    let human = status_event(&with(&[
+        ("CallStatus", "completed"),
+        ("AnsweredBy", "human"),
+    ]));
     assert_eq!(human.call.outcome, Some(CallOutcome::Answered));
 }
 
@@ -226,7 +264,10 @@ fn async_amd_and_recording_callbacks() {
         ("AnsweredBy", "machine_start"),
         ("MachineDetectionDuration", "2500"),
     ]));
-    assert_eq!(amd.kind, ProviderEventKind::Other("amd:machine_start".into()));
+    assert_eq!(
+        amd.kind,
+        ProviderEventKind::Other("amd:machine_start".into())
+    );
     assert_eq!(amd.call.state, ProviderCallState::InProgress);
     assert_eq!(amd.call.analysis.and_then(|a| a.in_voicemail), Some(true));
     let human = status_event(&with(&[("AnsweredBy", "human")]));
@@ -237,8 +278,14 @@ fn async_amd_and_recording_callbacks() {
         ("RecordingSid", "RE1"),
         ("RecordingUrl", "https://api.twilio.com/recordings/RE1"),
     ]));
-    assert_eq!(rec.kind, ProviderEventKind::Other("recording:completed".into()));
-    assert_eq!(rec.call.recording_url.as_deref(), Some("https://api.twilio.com/recordings/RE1"));
+    assert_eq!(
+        rec.kind,
+        ProviderEventKind::Other("recording:completed".into())
+    );
+    assert_eq!(
+        rec.call.recording_url.as_deref(),
+        Some("https://api.twilio.com/recordings/RE1")
+    );
 }
 
 #[test]
@@ -256,15 +303,27 @@ fn bad_signatures_are_unauthorized_and_bad_forms_validation() {
     assert_eq!(e.source_name(), Some("twilio"));
     // Another call id in the URL.
     let other = target.replace("0001", "0002");
-    assert_eq!(verify(&other, &headers, &body).expect_err("url").kind(), ErrorKind::Unauthorized);
+    assert_eq!(
+        verify(&other, &headers, &body).expect_err("url").kind(),
+        ErrorKind::Unauthorized
+    );
     // No header.
     assert_eq!(
-        verify(&target, &HeaderMap::new(), &body).expect_err("missing").kind(),
+        verify(&target, &HeaderMap::new(), &body)
+            .expect_err("missing")
+            .kind(),
         ErrorKind::Unauthorized
     );
     // Another token.
     let e = TwilioWebhookVerifier::new("other", PUBLIC)
-        .verify_and_parse(WebhookRequest { url: &target, headers: &headers, body: &body }, now())
+        .verify_and_parse(
+            WebhookRequest {
+                url: &target,
+                headers: &headers,
+                body: &body,
+            },
+            now(),
+        )
         .expect_err("token");
     assert_eq!(e.kind(), ErrorKind::Unauthorized);
     // The absolute public URL works as the target too.
@@ -275,9 +334,18 @@ fn bad_signatures_are_unauthorized_and_bad_forms_validation() {
     let cases: [(Vec<(&str, &str)>, &str); 5] = [
         (vec![("CallStatus", "ringing")], "CallSid"),
         (BASE.to_vec(), "CallStatus"),
-        (with(&[("CallStatus", "ringing"), ("SequenceNumber", "x")]), "SequenceNumber"),
-        (with(&[("CallStatus", "completed"), ("CallDuration", "-1")]), "CallDuration"),
-        (with(&[("CallStatus", "ringing"), ("Timestamp", "soon")]), "Timestamp"),
+        (
+            with(&[("CallStatus", "ringing"), ("SequenceNumber", "x")]),
+            "SequenceNumber",
+        ),
+        (
+            with(&[("CallStatus", "completed"), ("CallDuration", "-1")]),
+            "CallDuration",
+        ),
+        (
+            with(&[("CallStatus", "ringing"), ("Timestamp", "soon")]),
+            "Timestamp",
+        ),
     ];
     for (pairs, field) in cases {
         let (target, headers, body) = signed(&pairs);
@@ -301,7 +369,11 @@ fn transcription(pairs: &[(&str, &str)]) -> Result<TranscriptionEvent, TwilioWeb
     let sig = compute_signature(TOKEN, &format!("{PUBLIC}{target}"), pairs);
     let headers = headers_with(&sig);
     let body = form(pairs);
-    verifier().verify_transcription(WebhookRequest { url: &target, headers: &headers, body: &body })
+    verifier().verify_transcription(WebhookRequest {
+        url: &target,
+        headers: &headers,
+        body: &body,
+    })
 }
 
 #[test]
@@ -319,7 +391,10 @@ fn realtime_transcription_final_and_partial() {
     fin.extend([
         ("SequenceId", "4"),
         ("Final", "true"),
-        ("TranscriptionData", r#"{"transcript":"I am grateful for my family.","confidence":0.93}"#),
+        (
+            "TranscriptionData",
+            r#"{"transcript":"I am grateful for my family.","confidence":0.93}"#,
+        ),
     ]);
     let TranscriptionEvent::Content(u) = transcription(&fin).expect("parsed") else {
         panic!("not content");
@@ -349,16 +424,25 @@ fn realtime_transcription_final_and_partial() {
 
     let mut started = base.to_vec();
     started[3] = ("TranscriptionEvent", "transcription-started");
-    assert!(matches!(transcription(&started), Ok(TranscriptionEvent::Started { .. })));
+    assert!(matches!(
+        transcription(&started),
+        Ok(TranscriptionEvent::Started { .. })
+    ));
 
     let mut bad_json = base.to_vec();
     bad_json.extend([("Final", "true"), ("TranscriptionData", "{not json")]);
     assert!(matches!(
         transcription(&bad_json),
-        Err(TwilioWebhookError::Field { field: "TranscriptionData", .. })
+        Err(TwilioWebhookError::Field {
+            field: "TranscriptionData",
+            ..
+        })
     ));
     let mut bad_final = base.to_vec();
-    bad_final.extend([("Final", "maybe"), ("TranscriptionData", r#"{"transcript":"x"}"#)]);
+    bad_final.extend([
+        ("Final", "maybe"),
+        ("TranscriptionData", r#"{"transcript":"x"}"#),
+    ]);
     let e: callcat_core::Error = transcription(&bad_final).expect_err("final").into();
     assert_eq!(e.kind(), ErrorKind::Validation);
     assert_eq!(e.field(), Some("Final"));
