@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use callcat_core::apply::{Applied, apply_provider_event};
 use callcat_core::chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc, Weekday};
+use callcat_core::live::EventIngestor;
 use callcat_core::testing::fixtures::{owner, t0, template};
 use callcat_core::workflow::WorkflowOutcome;
 use callcat_core::{
-    CallService, CallStatus, CallStore, CallStoreExt, CallWindow, ClassifyThenCall, Clock,
-    DoneToday, InMemoryCallStore, InMemoryWindowStore, ManualClock, Owner, RecurringWindow,
-    Scheduler, Simulator, SimulatorConfig, Wakeup, WindowId, WindowPlanner, WindowSchedule,
-    WindowStore, WorkflowRunner,
+    CallService, CallStatus, CallStore, CallWindow, ClassifyThenCall, Clock, DoneToday,
+    InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore, ManualClock, Owner,
+    RecurringWindow, Scheduler, Simulator, SimulatorConfig, UpdateBus, Wakeup, WindowId,
+    WindowPlanner, WindowSchedule, WindowStore, WorkflowRunner,
 };
 
 struct World {
@@ -20,6 +20,7 @@ struct World {
     sim: Simulator,
     service: CallService,
     scheduler: Scheduler,
+    ingestor: EventIngestor,
 }
 
 fn world() -> World {
@@ -35,12 +36,20 @@ fn world() -> World {
         .wakeup(wakeup)
         .build()
         .expect("scheduler");
+    let ingestor = EventIngestor::new(
+        store.clone(),
+        Arc::new(InMemoryTranscriptStore::new()),
+        UpdateBus::default(),
+        Arc::new(clock.clone()),
+    )
+    .with_jitter_seed(7);
     World {
         clock,
         store,
         sim,
         service,
         scheduler,
+        ingestor,
     }
 }
 
@@ -48,24 +57,7 @@ impl World {
     async fn advance_to(&self, t: DateTime<Utc>) {
         self.clock.set(t);
         for e in self.sim.drain_due_events() {
-            let Some(call) = self
-                .store
-                .find_by_provider_call_id(&e.call.provider_call_id)
-                .await
-                .expect("find")
-            else {
-                continue;
-            };
-            let now = self.clock.now();
-            self.store
-                .update_with(call.id, 8, |c| {
-                    Ok(match apply_provider_event(c, &e, now, 1)? {
-                        Applied::Changed(n) => Some(*n),
-                        Applied::Unchanged(_) => None,
-                    })
-                })
-                .await
-                .expect("ingest");
+            self.ingestor.ingest(&e).await.expect("ingest");
         }
         self.scheduler.tick().await.expect("tick");
     }
