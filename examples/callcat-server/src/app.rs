@@ -1,11 +1,7 @@
 //! Assembly: [`ServerBuilder`] turns a [`Config`] (plus, for tests, an injected
 //! clock and simulator timings) into a [`Server`]: stores, provider, scheduler,
-//! window planner, live tracking and the HTTP router. [`Server::serve`] runs it
-//! all until a shutdown signal, then stops everything gracefully.
+//! window planner, event ingestion, live tracking and the HTTP router.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +11,13 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
-    CallService, Clock, Limits, Scheduler, Simulator, SimulatorConfig, Stores, SystemClock,
-    TelephonyProvider, UpdateBus, Wakeup, WindowPlanner,
+    CallService, Clock, EventIngestor, Limits, LiveTracker, PollerConfig, Scheduler, Simulator,
+    SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
+    WindowPlanner,
 };
-use tokio::net::TcpListener;
+use callcat_retell::RetellProvider;
+use callcat_twilio::TwilioProvider;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -29,6 +26,9 @@ use crate::config::{Config, ConfigError, StoreConfig, TelephonyConfig};
 use crate::error::json_errors;
 use crate::metrics::Metrics;
 use crate::routes;
+use crate::server::{Background, Server};
+use crate::webhooks::twilio::TwilioHooks;
+use crate::webhooks::{RateLimiter, Webhooks};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Live updates.
     pub bus: UpdateBus,
+    /// Active calls per tenant, and live subscriptions.
+    pub tracker: Arc<LiveTracker>,
     /// Token verification.
     pub jwt: JwtKeys,
     /// Counters.
@@ -64,18 +66,28 @@ pub struct AppState {
     pub limits: Limits,
     /// Places the calls of call windows.
     pub planner: WindowPlanner,
+    /// Webhook verifiers, ingestion and rate limit.
+    pub webhooks: Arc<Webhooks>,
+    /// The externally visible base URL (no trailing slash).
+    pub base_url: String,
     /// Set to `true` when the server shuts down (ends event streams).
     pub stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
 /// How long a development-mode demo token is valid.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest API request body (64 KiB) unless changed with [`ServerBuilder::body_limit`].
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Largest webhook body (providers send whole call objects with transcripts).
+pub const WEBHOOK_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Builds a [`Server`]; [`ServerBuilder::build`] validates and connects.
 pub struct ServerBuilder {
@@ -84,7 +96,9 @@ pub struct ServerBuilder {
     simulator: SimulatorConfig,
     stores: Option<Stores>,
     body_limit: usize,
-    scheduler_max_idle: Duration,
+    webhook_rate: (u32, u32),
+    poller: PollerConfig,
+    sweeper: SweeperConfig,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -93,6 +107,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("simulator", &self.simulator)
             .field("body_limit", &self.body_limit)
+            .field("webhook_rate", &self.webhook_rate)
             .finish_non_exhaustive()
     }
 }
@@ -105,8 +120,10 @@ impl ServerBuilder {
             clock: None,
             simulator: SimulatorConfig::default(),
             stores: None,
-            body_limit: 64 * 1024,
-            scheduler_max_idle: Duration::from_secs(60),
+            body_limit: DEFAULT_BODY_LIMIT,
+            webhook_rate: (50, 200),
+            poller: PollerConfig::default(),
+            sweeper: SweeperConfig::default(),
         }
     }
 
@@ -128,9 +145,27 @@ impl ServerBuilder {
         self
     }
 
-    /// Largest accepted request body in bytes (default 64 KiB).
+    /// Largest accepted API request body in bytes (default 64 KiB).
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// Webhook requests admitted per second, and the burst (default 50/s, 200).
+    pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.webhook_rate = (per_second, burst);
+        self
+    }
+
+    /// How the transcript poller paces itself.
+    pub fn poller_config(mut self, config: PollerConfig) -> Self {
+        self.poller = config;
+        self
+    }
+
+    /// When the stale-call sweeper ends calls.
+    pub fn sweeper_config(mut self, config: SweeperConfig) -> Self {
+        self.sweeper = config;
         self
     }
 
@@ -144,20 +179,71 @@ impl ServerBuilder {
             )
             .into());
         }
+        if self.webhook_rate.0 == 0 || self.webhook_rate.1 == 0 {
+            return Err(callcat_core::Error::validation(
+                "webhookRateLimit",
+                "the webhook rate and burst must be at least 1",
+            )
+            .into());
+        }
+        self.poller.validate()?;
+        self.sweeper.validate()?;
+        let base_url = self.config.base_url();
         let stores = match self.stores {
             Some(s) => s,
             None => open_stores(&self.config).await?,
         };
         let bus = UpdateBus::default();
         let wakeup = Wakeup::new();
-        let (provider, simulator): (Arc<dyn TelephonyProvider>, Option<Simulator>) =
-            match &self.config.telephony {
-                TelephonyConfig::Simulator => {
-                    let sim = Simulator::new(clock.clone(), self.simulator.clone());
-                    (Arc::new(sim.clone()), Some(sim))
+        let mut retell = None;
+        let mut twilio = None;
+        let mut simulator = None;
+        let provider: Arc<dyn TelephonyProvider> = match &self.config.telephony {
+            TelephonyConfig::Simulator => {
+                let sim = Simulator::new(clock.clone(), self.simulator.clone());
+                simulator = Some(sim.clone());
+                Arc::new(sim)
+            }
+            TelephonyConfig::Retell {
+                api_key,
+                base_url: api_base,
+                from_number,
+                agent_id,
+            } => {
+                let mut b = RetellProvider::builder()
+                    .api_key(api_key.expose())
+                    .from_number(from_number.as_str())
+                    .agent_id(agent_id.as_str())
+                    .clock(clock.clone());
+                if let Some(u) = api_base {
+                    b = b.base_url(u.as_str().trim_end_matches('/'));
                 }
-                other => return Err(unavailable_in_this_build(other).into()),
-            };
+                let p = b.build()?;
+                retell = Some(p.webhook_verifier());
+                Arc::new(p)
+            }
+            TelephonyConfig::Twilio {
+                account_sid,
+                auth_token,
+                from_number,
+                base_url: api_base,
+            } => {
+                let mut b = TwilioProvider::builder()
+                    .account_sid(account_sid.as_str())
+                    .auth_token(auth_token.expose())
+                    .from_number(from_number.clone())
+                    .public_base_url(base_url.as_str());
+                if let Some(u) = api_base {
+                    b = b.base_url(u.as_str().trim_end_matches('/'));
+                }
+                let p = b.build()?;
+                twilio = Some(TwilioHooks {
+                    verifier: p.webhook_verifier(),
+                    urls: p.callback_urls().clone(),
+                });
+                Arc::new(p)
+            }
+        };
         let (jwt_secret, dev_mode) = match &self.config.jwt_secret {
             Some(s) => (s.expose().as_bytes().to_vec(), false),
             None => (random_secret(), true),
@@ -179,36 +265,54 @@ impl ServerBuilder {
             .clock(clock.clone())
             .wakeup(wakeup.clone())
             .bus(bus.clone())
-            .max_idle(self.scheduler_max_idle)
             .build()?;
         let planner = WindowPlanner::new(stores.windows.clone(), service.clone(), clock.clone());
+        let ingestor = Arc::new(
+            EventIngestor::from_stores(&stores, bus.clone(), clock.clone()).with_wakeup(wakeup),
+        );
         let metrics = Metrics::default();
         let metrics_task = metrics.follow_bus(&bus);
+        let tracker = Arc::new(LiveTracker::start(stores.calls.clone(), &bus, 256).await?);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let webhooks = Arc::new(Webhooks {
+            ingestor: ingestor.clone(),
+            retell,
+            twilio,
+            limiter: RateLimiter::new(clock.clone(), self.webhook_rate.0, self.webhook_rate.1),
+        });
         let state = AppState {
             service,
             stores,
             clock,
             bus,
+            tracker,
             jwt,
             metrics,
             limits,
             planner: planner.clone(),
+            webhooks,
+            base_url,
             stopping: stop_rx,
         };
-        let mut background: JoinSet<()> = JoinSet::new();
-        background.spawn(metrics_task);
-        Ok(Server {
-            router: router(state.clone(), self.body_limit),
-            state,
-            config: self.config,
+        let background = Background {
             scheduler,
             planner,
+            ingestor,
+            provider,
+            simulator: simulator.clone(),
+            poller: self.poller,
+            sweeper: self.sweeper,
+            metrics_task: Box::pin(metrics_task),
+        };
+        Ok(Server::new(
+            router(state.clone(), self.body_limit),
+            state,
+            self.config,
+            background,
             simulator,
             dev_token,
             stop_tx,
-            background,
-        })
+        ))
     }
 }
 
@@ -228,34 +332,6 @@ async fn open_stores(config: &Config) -> Result<Stores, StartError> {
     }
 }
 
-fn unavailable_in_this_build(t: &TelephonyConfig) -> callcat_core::Error {
-    let name = match t {
-        TelephonyConfig::Retell { .. } => "retell",
-        TelephonyConfig::Twilio { .. } => "twilio",
-        _ => "this provider",
-    };
-    callcat_core::Error::new(
-        callcat_core::ErrorKind::Unsupported,
-        format!("CALLCAT_TELEPHONY={name}: the provider is not part of this build yet"),
-    )
-}
-
-fn store_name(s: &StoreConfig) -> &'static str {
-    match s {
-        StoreConfig::Memory => "memory",
-        StoreConfig::Postgres { .. } => "postgres",
-        StoreConfig::Dynamo { .. } => "dynamo",
-    }
-}
-
-fn telephony_name(t: &TelephonyConfig) -> &'static str {
-    match t {
-        TelephonyConfig::Simulator => "simulator",
-        TelephonyConfig::Retell { .. } => "retell",
-        TelephonyConfig::Twilio { .. } => "twilio",
-    }
-}
-
 fn random_secret() -> Vec<u8> {
     use rand::{RngCore as _, SeedableRng as _};
     let mut bytes = vec![0u8; 32];
@@ -263,12 +339,14 @@ fn random_secret() -> Vec<u8> {
     bytes
 }
 
-/// The HTTP routes with their layers.
+/// The HTTP routes with their layers: API bodies are limited to `body_limit`,
+/// webhook bodies to [`WEBHOOK_BODY_LIMIT`].
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    routes::api()
+    let api = routes::api().layer(RequestBodyLimitLayer::new(body_limit));
+    let hooks = routes::webhooks().layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT));
+    api.merge(hooks)
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
         .layer(middleware::from_fn(json_errors))
-        .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -282,183 +360,4 @@ async fn count_http(State(state): State<AppState>, req: Request, next: Next) -> 
     let resp = next.run(req).await;
     state.metrics.http(&route, resp.status().as_u16());
     resp
-}
-
-/// An assembled server, ready to [`Server::serve`].
-pub struct Server {
-    router: Router,
-    state: AppState,
-    config: Config,
-    scheduler: Scheduler,
-    planner: WindowPlanner,
-    simulator: Option<Simulator>,
-    dev_token: Option<String>,
-    stop_tx: watch::Sender<bool>,
-    background: JoinSet<()>,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
-impl Server {
-    /// A builder for `config`.
-    pub fn builder(config: Config) -> ServerBuilder {
-        ServerBuilder::new(config)
-    }
-
-    /// The router (for serving it yourself or calling it in-process).
-    pub fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    /// The shared state.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// The simulator, when telephony = simulator.
-    pub fn simulator(&self) -> Option<&Simulator> {
-        self.simulator.as_ref()
-    }
-
-    /// In development mode (no JWT secret), a token for the user `demo`.
-    pub fn dev_token(&self) -> Option<&str> {
-        self.dev_token.as_deref()
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// What to tell the person starting the server: where it listens and, in
-    /// development mode, a ready-to-use token and a curl line.
-    pub fn startup_message(&self, addr: SocketAddr) -> String {
-        let base = match &self.config.public_url {
-            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-            None => format!("http://{addr}"),
-        };
-        let mut s = format!(
-            "callcat server listening on http://{addr} (store: {}, telephony: {})\n",
-            store_name(&self.config.store),
-            telephony_name(&self.config.telephony),
-        );
-        if let Some(token) = &self.dev_token {
-            s.push_str(&format!(
-                "\nDevelopment mode: no CALLCAT_JWT_SECRET, so a secret was generated for this run.\n\
-                 A token for the user `demo` (valid 30 days):\n\n  export TOKEN={token}\n\n\
-                 Try:\n\n  curl -s -X POST {base}/api/calls -H \"Authorization: Bearer $TOKEN\" \\\n    \
-                 -H 'Content-Type: application/json' \\\n    \
-                 -d '{{\"calleeName\":\"Ada Lovelace\",\"phoneNumber\":\"+14155552671\",\"subject\":\"Demo\",\"prompt\":\"Say hello.\"}}'\n\n  \
-                 curl -s -N {base}/api/calls/stream -H \"Authorization: Bearer $TOKEN\"\n"
-            ));
-        }
-        s
-    }
-
-    /// Binds the configured listen address.
-    pub async fn bind(&self) -> Result<TcpListener, StartError> {
-        Ok(TcpListener::bind(self.config.listen).await?)
-    }
-
-    /// Runs the scheduler, the window planner, live tracking and HTTP on
-    /// `listener` until `shutdown` resolves, then stops accepting requests, ends
-    /// event streams and background work, and returns.
-    pub async fn serve(
-        mut self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
-        let stop_rx = self.stop_tx.subscribe();
-        let scheduler = self.scheduler.clone();
-        let rx = stop_rx.clone();
-        self.background.spawn(async move {
-            if let Err(e) = scheduler.run(stopped(rx)).await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        });
-        let planner = self.planner.clone();
-        let rx = stop_rx.clone();
-        self.background
-            .spawn(async move { planner.run(stopped(rx)).await });
-
-        let stop_tx = self.stop_tx.clone();
-        let result = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                let _ = stop_tx.send(true);
-            })
-            .await;
-        let _ = self.stop_tx.send(true);
-        self.background.abort_all();
-        while self.background.join_next().await.is_some() {}
-        result.map_err(StartError::Io)
-    }
-
-    /// Starts serving on `listener` in a background task (tests, embedding).
-    pub fn spawn(self, listener: TcpListener) -> Result<RunningServer, StartError> {
-        let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        Ok(RunningServer {
-            addr,
-            stop: Some(tx),
-            task,
-        })
-    }
-}
-
-/// A server serving in a background task.
-#[derive(Debug)]
-pub struct RunningServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), StartError>>,
-}
-
-impl RunningServer {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://addr`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops it gracefully and waits until it has.
-    pub async fn shutdown(mut self) -> Result<(), StartError> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) => Err(callcat_core::Error::internal(format!("server task failed: {e}")).into()),
-        }
-    }
-}
-
-/// Active calls per tenant, for the metrics gauge.
-pub(crate) async fn active_by_tenant(
-    state: &AppState,
-) -> callcat_core::Result<BTreeMap<String, usize>> {
-    use callcat_core::{ActiveScope, CallStoreExt as _};
-    let mut out = BTreeMap::new();
-    for c in state.stores.calls.all_active(&ActiveScope::All).await? {
-        *out.entry(c.owner.tenant.as_str().to_owned()).or_default() += 1;
-    }
-    Ok(out)
 }

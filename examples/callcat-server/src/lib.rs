@@ -10,13 +10,16 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod sse;
+pub mod webhooks;
 
-pub use app::{AppState, RunningServer, Server, ServerBuilder, StartError};
+pub use app::{AppState, ServerBuilder, StartError};
 pub use auth::{AuthUser, Claims, JwtKeys};
 pub use config::{Config, ConfigError, StoreConfig, TelephonyConfig};
 pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
+pub use server::{RunningServer, Server};
 
 /// Resolves on Ctrl-C (and SIGTERM on Unix), for [`Server::serve`].
 pub async fn shutdown_signal() {

@@ -5,8 +5,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error;
-use crate::routes::{active, calls, health, windows};
+use crate::routes::{active, analytics, calls, health, windows};
 use crate::sse;
+use crate::webhooks;
 
 struct BearerAuth;
 
@@ -48,6 +49,12 @@ impl Modify for BearerAuth {
         windows::create_window,
         windows::list_windows,
         windows::delete_window,
+        analytics::analytics,
+        webhooks::retell,
+        webhooks::twilio::status,
+        webhooks::twilio::transcription,
+        webhooks::twilio::twiml,
+        webhooks::twilio::gather,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -70,6 +77,9 @@ impl Modify for BearerAuth {
         windows::WindowDto,
         sse::TranscriptEventDto,
         sse::LaggedDto,
+        analytics::AnalyticsDto,
+        analytics::DurationDto,
+        webhooks::WebhookAck,
     )),
     modifiers(&BearerAuth)
 )]

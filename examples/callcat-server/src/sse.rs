@@ -1,17 +1,16 @@
 //! `GET /api/calls/stream`: Server-Sent Events of the caller's calls
 //! (`call.updated`, `transcript.updated`), tenant-wide for admins. The stream
 //! opens with `stream.ready`; a subscriber that falls behind gets `stream.lagged`
-//! with how many updates it missed (re-read the calls to catch up).
+//! with how many updates it missed, and `stream.resynced` when the live tracker
+//! reloaded from the store (re-read the calls to catch up).
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use callcat_core::{CallUpdate, Owner};
+use callcat_core::{CallUpdate, LiveEvent, LiveScope, LiveSubscription, Owner};
 use futures::Stream;
 use serde::Serialize;
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -90,7 +89,7 @@ fn lagged(missed: u64) -> Event {
 }
 
 struct Feed {
-    rx: tokio::sync::broadcast::Receiver<Arc<CallUpdate>>,
+    live: LiveSubscription,
     stopping: tokio::sync::watch::Receiver<bool>,
     user: AuthUser,
     started: bool,
@@ -110,7 +109,10 @@ pub async fn stream(
     user: AuthUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let feed = Feed {
-        rx: state.bus.subscribe(),
+        // Admins see their tenant; users their own calls within it (filtered below).
+        live: state
+            .tracker
+            .subscribe(LiveScope::Tenant(user.owner.tenant.clone())),
         stopping: state.stopping.clone(),
         user,
         started: false,
@@ -126,17 +128,20 @@ pub async fn stream(
             }
             let next = tokio::select! {
                 _ = f.stopping.wait_for(|s| *s) => return None,
-                r = f.rx.recv() => r,
+                r = f.live.recv() => r,
             };
             match next {
-                Ok(u) if visible(&f.user, u.owner()) => {
-                    if let Some(ev) = event_of(&u) {
+                Some(LiveEvent::Update { update, .. }) if visible(&f.user, update.owner()) => {
+                    if let Some(ev) = event_of(&update) {
                         return Some((Ok(ev), f));
                     }
                 }
-                Ok(_) => {}
-                Err(RecvError::Lagged(n)) => return Some((Ok(lagged(n)), f)),
-                Err(RecvError::Closed) => return None,
+                Some(LiveEvent::Lagged { missed }) => return Some((Ok(lagged(missed)), f)),
+                Some(LiveEvent::Resynced) => {
+                    return Some((Ok(Event::default().event("stream.resynced").data("{}")), f));
+                }
+                Some(_) => {}
+                None => return None,
             }
         }
     });

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use callcat_core::chrono::{DateTime, Utc};
-use callcat_core::{ActiveScope, Call, CallStoreExt as _};
+use callcat_core::{ActiveCall, LiveScope};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -43,10 +43,10 @@ pub struct ActiveCallDto {
 }
 
 impl ActiveCallDto {
-    /// From a stored call at `now`.
-    pub fn of(c: &Call, now: DateTime<Utc>) -> Self {
+    /// From the tracker's summary at `now`.
+    pub fn of(c: &ActiveCall, now: DateTime<Utc>) -> Self {
         ActiveCallDto {
-            call_id: c.id.to_string(),
+            call_id: c.call_id.to_string(),
             tenant: c.owner.tenant.as_str().to_owned(),
             user_id: c.owner.user.as_str().to_owned(),
             status: c.status.as_str().to_owned(),
@@ -54,7 +54,7 @@ impl ActiveCallDto {
             subject: c.subject.clone(),
             provider: c.provider.clone(),
             provider_call_id: c.provider_call_id.clone(),
-            dialed_at: c.dial_started_at.map(ms),
+            dialed_at: c.dialed_at.map(ms),
             started_at: c.started_at.map(ms),
             duration_ms: c
                 .started_at
@@ -64,16 +64,19 @@ impl ActiveCallDto {
     }
 }
 
-fn scope(user: &AuthUser) -> ActiveScope {
+/// The active calls `user` may see, most recently started first: an admin's
+/// cover every tenant, a user's are their own.
+pub fn visible_active(state: &AppState, user: &AuthUser) -> Vec<ActiveCall> {
     if user.admin {
-        ActiveScope::All
+        state.tracker.active(&LiveScope::All)
     } else {
-        ActiveScope::Owner(user.owner.clone())
+        state
+            .tracker
+            .active(&LiveScope::Tenant(user.owner.tenant.clone()))
+            .into_iter()
+            .filter(|c| c.owner == user.owner)
+            .collect()
     }
-}
-
-async fn active(state: &AppState, user: &AuthUser) -> ApiResult<Vec<Call>> {
-    Ok(state.stores.calls.all_active(&scope(user)).await?)
 }
 
 /// Active calls, most recently started first.
@@ -90,10 +93,11 @@ pub async fn list_active(
     user: AuthUser,
 ) -> ApiResult<Json<Vec<ActiveCallDto>>> {
     let now = state.clock.now();
-    let mut calls = active(&state, &user).await?;
-    calls.sort_by_key(|c| std::cmp::Reverse(c.started_at.or(c.dial_started_at)));
     Ok(Json(
-        calls.iter().map(|c| ActiveCallDto::of(c, now)).collect(),
+        visible_active(&state, &user)
+            .iter()
+            .map(|c| ActiveCallDto::of(c, now))
+            .collect(),
     ))
 }
 
@@ -110,9 +114,12 @@ pub async fn count_active(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<CountDto>> {
-    Ok(Json(CountDto {
-        count: active(&state, &user).await?.len(),
-    }))
+    let count = if user.admin {
+        state.tracker.total()
+    } else {
+        visible_active(&state, &user).len()
+    };
+    Ok(Json(CountDto { count }))
 }
 
 /// One active call (404 when it is not active or not visible).
@@ -131,9 +138,13 @@ pub async fn get_active(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ActiveCallDto>> {
     let id = call_id(&id)?;
-    let c = state.stores.calls.get(id).await?;
-    match c {
-        Some(c) if c.status.is_active() && (user.admin || c.owner == user.owner) => {
+    let scope = if user.admin {
+        LiveScope::All
+    } else {
+        LiveScope::Tenant(user.owner.tenant.clone())
+    };
+    match state.tracker.get(&scope, id) {
+        Some(c) if user.admin || c.owner == user.owner => {
             Ok(Json(ActiveCallDto::of(&c, state.clock.now())))
         }
         _ => Err(ApiError::not_found(format!("no active call {id}"))),

@@ -5,9 +5,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::app::{AppState, active_by_tenant};
+use crate::app::AppState;
 use crate::dto::HealthDto;
 use crate::error::{ApiResult, ErrorBody};
+use crate::server::active_by_tenant;
 
 /// The process is up.
 #[utoipa::path(
@@ -41,7 +42,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthDto>>
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let active = active_by_tenant(&state).await?;
+    let active = active_by_tenant(&state);
     Ok((
         StatusCode::OK,
         [(

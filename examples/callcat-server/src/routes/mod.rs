@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per area.
 
 pub mod active;
+pub mod analytics;
 pub mod calls;
 pub mod health;
 pub mod windows;
@@ -44,8 +45,23 @@ pub fn api() -> Router<AppState> {
             "/api/call-windows/{windowId}",
             delete(windows::delete_window),
         )
+        .route("/api/analytics", get(analytics::analytics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/openapi.json", get(health::openapi))
+}
+
+/// The provider webhook routes (their own body limit).
+pub fn webhooks() -> Router<AppState> {
+    use crate::webhooks::{retell, twilio};
+    Router::new()
+        .route("/webhooks/retell", post(retell))
+        .route("/webhooks/twilio/status", post(twilio::status))
+        .route(
+            "/webhooks/twilio/transcription",
+            post(twilio::transcription),
+        )
+        .route("/webhooks/twilio/twiml/{callId}", post(twilio::twiml))
+        .route("/webhooks/twilio/gather/{callId}", post(twilio::gather))
 }
