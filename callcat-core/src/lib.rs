@@ -15,6 +15,9 @@ pub mod new_call;
 pub mod phone;
 pub mod provider;
 pub mod retry;
+pub mod scheduler;
+pub mod service;
+pub mod simulator;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,6 +40,12 @@ pub use provider::{
     ProviderEventKind, TelephonyProvider, WebhookRequest, WebhookVerifier,
 };
 pub use retry::{RetryDecision, RetryPolicy};
+pub use scheduler::{
+    DispatchResult, DoNotCallList, PreDialCheck, PreDialVerdict, Scheduler, SchedulerBuilder,
+    SchedulerConfig, TickReport,
+};
+pub use service::CallService;
+pub use simulator::{Simulator, SimulatorConfig};
 pub use store::{
     ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities,
     Stores, TranscriptStore, WindowStore,
