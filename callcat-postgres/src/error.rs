@@ -52,8 +52,6 @@ fn kind_of_sqlstate(code: &str) -> ErrorKind {
         "55P03" | "57014" => ErrorKind::Unavailable,
         // not_null / foreign_key / check violations: a row we built is wrong.
         "23502" | "23503" | "23514" => ErrorKind::Internal,
-        // undefined_table / undefined_function: the schema has not been migrated.
-        "42P01" | "42883" => ErrorKind::Unavailable,
         _ => match &code[..code.len().min(2)] {
             // connection exception, insufficient resources, operator intervention
             // (admin shutdown, crash shutdown, cannot connect now), system error
@@ -100,6 +98,12 @@ fn constraint_message(e: &sqlx::Error) -> Option<&'static str> {
     })
 }
 
+/// undefined_table / undefined_function: the schema has not been migrated.
+fn is_unmigrated(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("42P01" | "42883")))
+}
+
 impl From<PgError> for Error {
     fn from(e: PgError) -> Error {
         let (kind, message, field) = match &e {
@@ -107,6 +111,9 @@ impl From<PgError> for Error {
                 kind_of_sqlx(source),
                 match constraint_message(source) {
                     Some(m) => format!("{context}: {m}"),
+                    None if is_unmigrated(source) => {
+                        format!("{e} (has PostgresStore::migrate run for this schema?)")
+                    }
                     None => e.to_string(),
                 },
                 None,

@@ -485,3 +485,66 @@ async fn concurrent_claimers_never_share_a_call() {
     }
     assert_eq!(seen, ids);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_a_typed_error_and_writes_nothing() {
+    let db = db_or_skip!();
+    let calls = db.store.calls();
+    // PostgreSQL text and JSONB cannot hold NUL characters.
+    let mut nul_json = call_at(&owner("t", "u"), t0());
+    nul_json.instructions = "say \u{0}hi".into();
+    let err = calls.create(&nul_json).await.expect_err("NUL in JSONB");
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
+    assert_eq!(err.source_name(), Some("postgres"));
+    assert_eq!(calls.get(nul_json.id).await.expect("get"), None);
+
+    let nul_owner = call_at(&owner("t\u{0}", "u"), t0());
+    let err = calls.create(&nul_owner).await.expect_err("NUL in text");
+    assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
+    assert_eq!(calls.get(nul_owner.id).await.expect("get"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmigrated_schema_says_so() {
+    let Some(url) = common::test_url() else {
+        return;
+    };
+    let store = callcat_postgres::PostgresStore::connect_with(
+        &url,
+        callcat_postgres::PostgresOptions::new().schema("callcat_never_migrated"),
+    )
+    .await
+    .expect("connect");
+    let err = store
+        .calls()
+        .get(callcat_core::CallId::new())
+        .await
+        .expect_err("no table");
+    assert!(err.message().contains("migrate"), "{err}");
+    assert_eq!(err.source_name(), Some("postgres"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_is_unavailable() {
+    // Needs no database. Nothing listens on port 1; the error must be retryable, not a panic.
+    let err = callcat_postgres::PostgresStore::connect_with(
+        "postgres://postgres@127.0.0.1:1/test",
+        callcat_postgres::PostgresOptions::new().acquire_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .expect_err("unreachable");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    let err = callcat_postgres::PostgresStore::connect_with(
+        "postgres://postgres@127.0.0.1:1/test",
+        callcat_postgres::PostgresOptions::new().schema("bad-name"),
+    )
+    .await
+    .expect_err("invalid schema");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Validation,
+        "options are checked before connecting"
+    );
+    assert_eq!(err.field(), Some("schema"));
+}
