@@ -5,7 +5,8 @@
 //! `no_answer`, `busy`, `voicemail`, `dial_error` (a retryable dial failure),
 //! `rejected` (a permanent one), `hangup` (answered, then the callee hangs up at
 //! once) or `hang` (the dial request reaches the provider but never answers, as if
-//! the process died mid-dial). `metadata.simulate_talk_ms` overrides the talk time.
+//! the process died mid-dial). `metadata.simulate_talk_ms` overrides the talk time;
+//! `metadata.simulate_analysis` (an object) becomes the analysis's custom data.
 //! Every dial is recorded, so tests count dials per call and the peak number of
 //! concurrent calls.
 
@@ -145,6 +146,8 @@ struct SimCall {
     ended_by_api: Option<DateTime<Utc>>,
     /// Index of the next timeline event to emit.
     emitted: usize,
+    /// `metadata.simulate_analysis`, merged into the analysis's custom data.
+    custom_analysis: serde_json::Map<String, serde_json::Value>,
 }
 
 struct State {
@@ -424,7 +427,7 @@ impl Simulator {
                 ),
                 in_voicemail: Some(c.outcome == SimulatedOutcome::Voicemail),
                 action_items: Vec::new(),
-                custom: Default::default(),
+                custom: c.custom_analysis.clone(),
             });
         }
         p
@@ -584,6 +587,12 @@ impl TelephonyProvider for Simulator {
                     talk,
                     ended_by_api: None,
                     emitted: 0,
+                    custom_analysis: call
+                        .metadata
+                        .get("simulate_analysis")
+                        .and_then(|v| v.as_object())
+                        .cloned()
+                        .unwrap_or_default(),
                 };
                 // Live at this instant: every other call not yet over, plus this one.
                 let others = st

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callcat_core::apply::{Applied, apply_provider_event};
 use callcat_core::chrono::{DateTime, TimeDelta, Utc};
+use callcat_core::live::EventIngestor;
 use callcat_core::testing::fixtures::{owner, t0, template};
 use callcat_core::{
-    Call, CallId, CallOutcome, CallService, CallStatus, CallStore, CallStoreExt, Clock,
-    DispatchResult, DoNotCallList, InMemoryCallStore, ManualClock, NewCall, Owner, ProviderEvent,
+    Call, CallId, CallOutcome, CallService, CallStatus, CallStore, Clock, DispatchResult,
+    DoNotCallList, InMemoryCallStore, InMemoryTranscriptStore, ManualClock, NewCall, Owner,
     RetryPolicy, Scheduler, SchedulerBuilder, Simulator, SimulatorConfig, TelephonyProvider,
     UpdateBus, Wakeup,
 };
@@ -21,6 +21,7 @@ struct Harness {
     wakeup: Wakeup,
     bus: UpdateBus,
     service: CallService,
+    ingestor: EventIngestor,
 }
 
 fn harness(cfg: SimulatorConfig) -> Harness {
@@ -32,6 +33,13 @@ fn harness(cfg: SimulatorConfig) -> Harness {
     let service = CallService::new(store.clone(), Arc::new(clock.clone()), wakeup.clone())
         .with_provider(Arc::new(sim.clone()))
         .with_bus(bus.clone());
+    let ingestor = EventIngestor::new(
+        store.clone(),
+        Arc::new(InMemoryTranscriptStore::new()),
+        bus.clone(),
+        Arc::new(clock.clone()),
+    )
+    .with_jitter_seed(7);
     Harness {
         clock,
         store,
@@ -39,6 +47,7 @@ fn harness(cfg: SimulatorConfig) -> Harness {
         wakeup,
         bus,
         service,
+        ingestor,
     }
 }
 
@@ -75,7 +84,7 @@ impl Harness {
     /// Delivers every simulator event due now, as webhooks would.
     async fn pump(&self) {
         for e in self.sim.drain_due_events() {
-            ingest(self.store.as_ref(), &e, self.clock.now()).await;
+            self.ingestor.ingest(&e).await.expect("ingest");
         }
     }
 
@@ -91,30 +100,6 @@ impl Harness {
             .map(|d| d.at)
             .collect()
     }
-}
-
-async fn ingest(store: &dyn CallStore, e: &ProviderEvent, now: DateTime<Utc>) {
-    let found = match store
-        .find_by_provider_call_id(&e.call.provider_call_id)
-        .await
-        .expect("find")
-    {
-        Some(c) => Some(c),
-        None => match e.call.call_id {
-            Some(id) => store.get(id).await.expect("get"),
-            None => None,
-        },
-    };
-    let Some(call) = found else { return };
-    store
-        .update_with(call.id, 8, |c| {
-            Ok(match apply_provider_event(c, e, now, 7)? {
-                Applied::Changed(n) => Some(*n),
-                Applied::Unchanged(_) => None,
-            })
-        })
-        .await
-        .expect("ingest");
 }
 
 fn no_jitter() -> RetryPolicy {
@@ -667,4 +652,65 @@ async fn the_do_not_call_list_cancels_before_dialing() {
             .is_some_and(|e| e.contains("do-not-call"))
     );
     assert_eq!(h.sim.total_dials(), 0);
+}
+
+/// Holds every dial until the test opens the gate.
+struct Gated {
+    sim: Simulator,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn place_call(&self, call: &Call) -> callcat_core::Result<callcat_core::DialAccepted> {
+        let _permit = self.gate.acquire().await.expect("gate open");
+        self.sim.place_call(call).await
+    }
+    async fn fetch_call(&self, id: &str) -> callcat_core::Result<callcat_core::ProviderCall> {
+        self.sim.fetch_call(id).await
+    }
+    async fn end_call(&self, id: &str) -> callcat_core::Result<()> {
+        self.sim.end_call(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_claiming_and_finishes_in_flight_dials() {
+    let h = harness(SimulatorConfig::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = Arc::new(Gated {
+        sim: h.sim.clone(),
+        gate: gate.clone(),
+    });
+    let sched = h.scheduler(|b| b.provider(provider).owner_cap(None));
+    let in_flight = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let s = sched.clone();
+        async move {
+            s.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    for i in 0.. {
+        if h.get(in_flight.id).await.dial_started_at.is_some() {
+            break;
+        }
+        assert!(i < 20_000, "the dial never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = stop.send(());
+    // A call that becomes due after the shutdown signal is not claimed.
+    let late = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+    assert!(!run.is_finished(), "run waits for the in-flight dial");
+    gate.add_permits(10);
+    run.await.expect("join").expect("run");
+    assert_eq!(h.get(in_flight.id).await.status, CallStatus::Ringing);
+    assert_eq!(h.get(late.id).await.status, CallStatus::Scheduled);
+    assert_eq!(h.sim.dial_count(late.id), 0);
 }

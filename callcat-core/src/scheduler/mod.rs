@@ -398,10 +398,15 @@ impl Scheduler {
         let mut wake = self.inner.wakeup.subscribe();
         let mut updates = self.inner.bus.as_ref().map(|b| b.subscribe());
         let mut set: JoinSet<Vec<Result<DispatchResult>>> = JoinSet::new();
+        let shutdown = futures::FutureExt::fuse(shutdown);
         tokio::pin!(shutdown);
         let cfg = &self.inner.config;
         tracing::info!(worker = %cfg.worker, "scheduler started");
         loop {
+            // Shutdown wins over everything: never claim after it was signalled.
+            if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
+                break;
+            }
             while let Some(done) = set.try_join_next() {
                 log_results(done);
             }
@@ -434,6 +439,7 @@ impl Scheduler {
             };
             let sleep = self.inner.clock.sleep_until(deadline);
             tokio::select! {
+                biased;
                 _ = &mut shutdown => break,
                 _ = sleep => {}
                 _ = wake.woken() => {}
