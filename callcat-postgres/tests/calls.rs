@@ -529,7 +529,7 @@ async fn an_unreachable_server_is_unavailable() {
     // Needs no database. Nothing listens on port 1; the error must be retryable, not a panic.
     let err = callcat_postgres::PostgresStore::connect_with(
         "postgres://postgres@127.0.0.1:1/test",
-        callcat_postgres::PostgresOptions::new().acquire_timeout(std::time::Duration::from_secs(5)),
+        callcat_postgres::PostgresOptions::new().acquire_timeout(std::time::Duration::from_secs(1)),
     )
     .await
     .expect_err("unreachable");
