@@ -149,6 +149,11 @@ pub(crate) fn enter(call: &mut Call, to: CallStatus, now: DateTime<Utc>) {
     if to != CallStatus::Dispatching {
         call.lease = None;
     }
+    if !matches!(to, CallStatus::Dispatching | CallStatus::Canceling) {
+        // Only a dial that may still be in flight keeps its start mark; a stale one
+        // would send the next attempt down the crash-recovery path.
+        call.dial_started_at = None;
+    }
     if to.is_terminal() {
         call.finished_at = Some(call.ended_at.unwrap_or(now));
         call.next_action_at = None;

@@ -276,7 +276,8 @@ pub struct Call {
     /// The worker's claim while dispatching.
     pub lease: Option<Lease>,
     /// When the current attempt's dial request was about to be sent. Set before
-    /// the provider is called, so a crash after it is never dialed blindly again.
+    /// the provider is called, so a crash after it is never dialed blindly again;
+    /// kept only while the dial may be in flight (Dispatching, Canceling).
     pub dial_started_at: Option<DateTime<Utc>>,
     /// The provider that placed the current attempt.
     pub provider: Option<String>,

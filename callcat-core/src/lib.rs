@@ -6,37 +6,57 @@ pub mod apply;
 pub mod bus;
 pub mod call;
 pub mod clock;
+pub mod crypto;
 pub mod cursor;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
+pub mod live;
 pub mod memory;
 pub mod new_call;
 pub mod phone;
+pub mod planner;
 pub mod provider;
 pub mod retry;
+pub mod scheduler;
+pub mod service;
+pub mod simulator;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transcript;
 pub mod wakeup;
 pub mod window;
+pub mod workflow;
 
 pub use apply::{Applied, apply_provider_event};
 pub use bus::{CallUpdate, UpdateBus};
 pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::{FieldCipher, MasterKey, SealedCall, open_call, seal_call};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, transition};
+pub use live::{
+    ActiveCall, ActivityChange, CallAnalytics, EventIngestor, IngestMetrics, IngestOutcome,
+    LiveEvent, LiveScope, LiveSubscription, LiveTracker, PollerConfig, PollerHandle,
+    StaleCallSweeper, SweepReport, SweeperConfig, SweeperHandle, TranscriptPoller,
+};
 pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
 pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
 pub use phone::{PhoneNumber, PhoneNumberError};
+pub use planner::{DoneToday, PlanReport, WindowPlanner};
 pub use provider::{
     DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent,
     ProviderEventKind, TelephonyProvider, WebhookRequest, WebhookVerifier,
 };
 pub use retry::{RetryDecision, RetryPolicy};
+pub use scheduler::{
+    DispatchResult, DoNotCallList, PreDialCheck, PreDialVerdict, Scheduler, SchedulerBuilder,
+    SchedulerConfig, TickReport,
+};
+pub use service::CallService;
+pub use simulator::{Simulator, SimulatorConfig};
 pub use store::{
     ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities,
     Stores, TranscriptStore, WindowStore,
@@ -44,8 +64,24 @@ pub use store::{
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
 pub use wakeup::{Wakeup, WakeupListener};
 pub use window::{CallWindow, RecurringWindow, WindowSchedule};
+pub use workflow::{
+    Classification, ClassificationCache, ClassifyThenCall, WorkflowDecision, WorkflowPolicy,
+    WorkflowRunner,
+};
 
 /// Re-exported so users name the same versions callcat uses.
 pub use chrono;
 /// Re-exported so users name the same versions callcat uses.
 pub use chrono_tz;
+
+#[cfg(test)]
+mod testing_support {
+    use crate::{Call, CallTemplate, Limits, NewCall, Owner, PhoneNumber};
+
+    pub(crate) fn sample_call(owner: &Owner) -> Call {
+        let phone = PhoneNumber::parse("+14155552671").unwrap_or_else(|e| panic!("{e}"));
+        NewCall::new(CallTemplate::new("Ada", phone, "Subject", "Prompt"))
+            .into_call(owner.clone(), chrono::Utc::now(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}

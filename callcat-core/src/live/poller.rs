@@ -1,0 +1,483 @@
+//! [`TranscriptPoller`]: polls the provider for the transcript of every active call
+//! (every 2 s by default), writes only changes, and stops when the call ends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+
+use super::ingest::EventIngestor;
+use super::{stopped, with_timeout};
+use crate::bus::CallUpdate;
+use crate::call::{Call, CallStatus};
+use crate::clock::{Clock, delta};
+use crate::error::{Error, Result};
+use crate::ids::{CallId, Owner};
+use crate::provider::{
+    ProviderCall, ProviderCallState, ProviderEvent, ProviderEventKind, TelephonyProvider,
+};
+use crate::store::{ActiveScope, CallStoreExt};
+use crate::transcript::TranscriptSegment;
+
+/// How the [`TranscriptPoller`] paces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerConfig {
+    /// Time between two polls of one call (seed 000: 2 s).
+    pub interval: Duration,
+    /// A fetch that takes longer than this is abandoned and counts as a failure.
+    pub fetch_timeout: Duration,
+    /// At most this many fetches run at once, across all calls.
+    pub max_concurrent_fetches: usize,
+    /// A call whose provider pushed a transcript is not polled until this long after
+    /// the last push.
+    pub push_quiet_period: Duration,
+    /// After failures a call's next poll waits `interval * 2^failures`, capped here
+    /// (and never shorter than a Retry-After the provider gave).
+    pub max_backoff: Duration,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            interval: Duration::from_secs(2),
+            fetch_timeout: Duration::from_secs(10),
+            max_concurrent_fetches: 16,
+            push_quiet_period: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PollerConfig {
+    /// Checks the numbers: positive interval and timeout, at least one fetch at a
+    /// time, a backoff cap no shorter than the interval.
+    pub fn validate(&self) -> Result<()> {
+        if self.interval.is_zero() {
+            return Err(Error::validation(
+                "interval",
+                "the poll interval must be positive",
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(Error::validation(
+                "fetch_timeout",
+                "the fetch timeout must be positive",
+            ));
+        }
+        if self.max_concurrent_fetches == 0 {
+            return Err(Error::validation(
+                "max_concurrent_fetches",
+                "at least one fetch must be allowed",
+            ));
+        }
+        if self.max_backoff < self.interval {
+            return Err(Error::validation(
+                "max_backoff",
+                "the backoff cap must not be shorter than the interval",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The wait before the next poll after `failures` consecutive failures.
+    fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        let factor = 2u32.saturating_pow(failures.min(16));
+        let d = self.interval.saturating_mul(factor).min(self.max_backoff);
+        retry_after.map_or(d, |ra| ra.max(d))
+    }
+}
+
+/// Polls a [`TelephonyProvider`] for the live transcript of every active call.
+///
+/// Tracks calls that are Ringing or InProgress with a provider call id at this
+/// provider: found in the store at start (so a restart resumes them) and from
+/// [`CallUpdate`]s on the bus. Each call is polled by its own task (a slow or
+/// hanging provider call delays no other), with a global cap on concurrent
+/// fetches, a timeout per fetch and per-call backoff on errors. Transcripts are
+/// written only when they changed. When the provider reports the call over, that is
+/// fed through the [`EventIngestor`] so the call record ends too, and polling stops;
+/// it also stops when the bus shows the call ended. A call whose provider pushes
+/// transcripts (seen by this process's ingestor) is left alone while pushes keep
+/// coming ([`PollerConfig::push_quiet_period`]).
+pub struct TranscriptPoller {
+    ingestor: Arc<EventIngestor>,
+    provider: Arc<dyn TelephonyProvider>,
+    config: PollerConfig,
+}
+
+impl std::fmt::Debug for TranscriptPoller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TranscriptPoller")
+            .field("provider", &self.provider.name())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TranscriptPoller {
+    /// A poller for calls placed with `provider`; writes go through `ingestor`.
+    /// Fails with `Validation` if the config is invalid.
+    pub fn new(
+        ingestor: Arc<EventIngestor>,
+        provider: Arc<dyn TelephonyProvider>,
+        config: PollerConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        Ok(TranscriptPoller {
+            ingestor,
+            provider,
+            config,
+        })
+    }
+
+    /// Subscribes to the bus, resumes every active call found in the store, and
+    /// starts polling. Fails if the store cannot be read.
+    pub async fn start(self) -> Result<PollerHandle> {
+        let bus_rx = self.ingestor.bus().subscribe();
+        let shared = Arc::new(Shared {
+            clock: self.ingestor.clock().clone(),
+            semaphore: Arc::new(Semaphore::new(self.config.max_concurrent_fetches)),
+            ingestor: self.ingestor,
+            provider: self.provider,
+            config: self.config,
+            tasks: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(0),
+        });
+        shared.resync().await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let supervisor = tokio::spawn(supervise(shared.clone(), bus_rx, stop_rx));
+        Ok(PollerHandle {
+            shared,
+            stop: stop_tx,
+            supervisor: Some(supervisor),
+        })
+    }
+}
+
+/// A running [`TranscriptPoller`]. Dropping it stops polling; [`PollerHandle::shutdown`]
+/// also waits until every task has finished.
+pub struct PollerHandle {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    supervisor: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PollerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollerHandle")
+            .field("tracked", &self.tracked().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PollerHandle {
+    /// The calls being polled now.
+    pub fn tracked(&self) -> Vec<CallId> {
+        let mut ids: Vec<CallId> = self.shared.lock_tasks().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Stops polling and waits for every task to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(h) = self.supervisor.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for PollerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+struct Tracked {
+    provider_call_id: String,
+    generation: u64,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+struct Shared {
+    ingestor: Arc<EventIngestor>,
+    provider: Arc<dyn TelephonyProvider>,
+    config: PollerConfig,
+    clock: Arc<dyn Clock>,
+    semaphore: Arc<Semaphore>,
+    tasks: Mutex<HashMap<CallId, Tracked>>,
+    next_generation: AtomicU64,
+}
+
+/// What a per-call task knows about its call.
+#[derive(Clone)]
+struct PolledCall {
+    id: CallId,
+    owner: Owner,
+    provider_call_id: String,
+    started: bool,
+}
+
+impl Shared {
+    fn lock_tasks(&self) -> MutexGuard<'_, HashMap<CallId, Tracked>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The provider call id to poll, if this call should be polled by us.
+    fn pollable<'c>(&self, call: &'c Call) -> Option<&'c str> {
+        let live = matches!(call.status, CallStatus::Ringing | CallStatus::InProgress);
+        let ours = call
+            .provider
+            .as_deref()
+            .is_none_or(|p| p == self.provider.name());
+        match (live && ours, call.provider_call_id.as_deref()) {
+            (true, Some(pid)) if !pid.is_empty() => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Starts or stops polling `call` according to its state.
+    fn observe(self: &Arc<Self>, call: &Call) {
+        let mut tasks = self.lock_tasks();
+        match self.pollable(call) {
+            Some(pid) => {
+                if tasks
+                    .get(&call.id)
+                    .is_some_and(|t| t.provider_call_id == pid)
+                {
+                    return;
+                }
+                if let Some(old) = tasks.remove(&call.id) {
+                    let _ = old.stop.send(true);
+                }
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let polled = PolledCall {
+                    id: call.id,
+                    owner: call.owner.clone(),
+                    provider_call_id: pid.to_owned(),
+                    started: call.status == CallStatus::InProgress,
+                };
+                let handle = tokio::spawn(poll_call(self.clone(), polled, generation, stop_rx));
+                tasks.insert(
+                    call.id,
+                    Tracked {
+                        provider_call_id: pid.to_owned(),
+                        generation,
+                        stop: stop_tx,
+                        handle,
+                    },
+                );
+            }
+            None => {
+                if let Some(old) = tasks.remove(&call.id) {
+                    let _ = old.stop.send(true);
+                }
+            }
+        }
+    }
+
+    /// Makes the tracked set match the store's active calls.
+    async fn resync(self: &Arc<Self>) -> Result<()> {
+        let active = self.ingestor.calls().all_active(&ActiveScope::All).await?;
+        let mut keep = HashSet::new();
+        for c in &active {
+            if self.pollable(c).is_some() {
+                keep.insert(c.id);
+            }
+            self.observe(c);
+        }
+        let mut tasks = self.lock_tasks();
+        tasks.retain(|id, t| {
+            let k = keep.contains(id);
+            if !k {
+                let _ = t.stop.send(true);
+            }
+            k
+        });
+        Ok(())
+    }
+
+    /// The task for `id` ended on its own: forget it (unless already replaced).
+    fn finished(&self, id: CallId, generation: u64) {
+        let mut tasks = self.lock_tasks();
+        if tasks.get(&id).is_some_and(|t| t.generation == generation) {
+            tasks.remove(&id);
+        }
+    }
+
+    /// Acts on one provider snapshot. Returns `true` when the call is over.
+    async fn handle_snapshot(
+        &self,
+        call: &mut PolledCall,
+        mut snap: ProviderCall,
+        last: &mut Option<Vec<TranscriptSegment>>,
+    ) -> Result<bool> {
+        if snap.call_id.is_none() {
+            snap.call_id = Some(call.id);
+        }
+        if snap.state.is_over() {
+            // Let the ingestor end the record (and store the final transcript).
+            let outcome = self
+                .ingestor
+                .ingest(&self.event(ProviderEventKind::Ended, snap))
+                .await?;
+            tracing::debug!(call_id = %call.id, result = outcome.label(), "poll saw the call end");
+            return Ok(true);
+        }
+        if snap.state == ProviderCallState::InProgress && !call.started {
+            let mut started = snap.clone();
+            started.transcript = None;
+            self.ingestor
+                .ingest(&self.event(ProviderEventKind::Started, started))
+                .await?;
+            call.started = true;
+        }
+        if let Some(segments) = snap.transcript
+            && last.as_ref() != Some(&segments)
+        {
+            self.ingestor
+                .store_transcript(call.id, &call.owner, &call.provider_call_id, &segments)
+                .await?;
+            *last = Some(segments);
+        }
+        Ok(false)
+    }
+
+    fn event(&self, kind: ProviderEventKind, call: ProviderCall) -> ProviderEvent {
+        ProviderEvent {
+            provider: self.provider.name().to_owned(),
+            kind,
+            call,
+            sequence: None,
+            occurred_at: None,
+        }
+    }
+}
+
+async fn supervise(
+    shared: Arc<Shared>,
+    mut bus: broadcast::Receiver<Arc<CallUpdate>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            r = bus.recv() => match r {
+                Ok(update) => {
+                    if let CallUpdate::Call(c) = &*update {
+                        shared.observe(c);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "transcript poller lagged behind the bus; resyncing from the store");
+                    if let Err(e) = shared.resync().await {
+                        tracing::warn!(error = %e, "transcript poller could not resync from the store");
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    stopped(&mut stop).await;
+                    break;
+                }
+            }
+        }
+    }
+    let tasks: Vec<Tracked> = shared.lock_tasks().drain().map(|(_, t)| t).collect();
+    for t in &tasks {
+        let _ = t.stop.send(true);
+    }
+    for t in tasks {
+        let _ = t.handle.await;
+    }
+}
+
+/// Sleeps until `at` on the clock; `false` if stopped first.
+async fn wait_until(
+    clock: &dyn Clock,
+    at: DateTime<Utc>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        () = clock.sleep_until(at) => true,
+        () = stopped(stop) => false,
+    }
+}
+
+async fn poll_call(
+    shared: Arc<Shared>,
+    mut call: PolledCall,
+    generation: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let clock = shared.clock.clone();
+    let cfg = shared.config.clone();
+    // Start from what is stored, so a restart does not rewrite an unchanged transcript.
+    let mut last = match shared
+        .ingestor
+        .transcripts()
+        .get(call.id, clock.now())
+        .await
+    {
+        Ok(t) => t
+            .filter(|t| t.provider_call_id.as_deref() == Some(call.provider_call_id.as_str()))
+            .map(|t| t.segments),
+        Err(_) => None,
+    };
+    let mut failures = 0u32;
+    let mut next = clock.now();
+    loop {
+        if !wait_until(clock.as_ref(), next, &mut stop).await {
+            break;
+        }
+        let now = clock.now();
+        if let Some(pushed) = shared.ingestor.last_transcript_push(call.id) {
+            let quiet_until = pushed + delta(cfg.push_quiet_period);
+            if quiet_until > now {
+                next = quiet_until;
+                continue;
+            }
+        }
+        let permit = tokio::select! {
+            p = shared.semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let polled_at = clock.now();
+        let fetched = tokio::select! {
+            r = with_timeout(clock.as_ref(), cfg.fetch_timeout, shared.provider.fetch_call(&call.provider_call_id)) => r,
+            () = stopped(&mut stop) => break,
+        };
+        drop(permit);
+        let err = match fetched {
+            Some(Ok(snap)) => match shared.handle_snapshot(&mut call, snap, &mut last).await {
+                Ok(true) => break,
+                Ok(false) => None,
+                Err(e) => Some(e),
+            },
+            Some(Err(e)) => Some(e),
+            None => Some(Error::unavailable(format!(
+                "fetching the call took longer than {:?}",
+                cfg.fetch_timeout
+            ))),
+        };
+        match err {
+            None => {
+                failures = 0;
+                next = polled_at + delta(cfg.interval);
+            }
+            Some(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(call_id = %call.id, failures, error = %e, "transcript poll failed");
+                next = clock.now() + delta(cfg.backoff(failures, e.retry_after()));
+            }
+        }
+    }
+    shared.finished(call.id, generation);
+}

@@ -1,0 +1,634 @@
+//! One claimed call, from claim to the provider's answer: expiry, dial window,
+//! pre-dial checks, the per-owner cap, the dial (with lease renewal), retries,
+//! and recovery of a dial interrupted by a crash (at-most-once).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Inner;
+use super::checks::PreDialVerdict;
+use crate::apply::{Applied, apply_provider_event, enter, sync_attempt};
+use crate::call::{AttemptRecord, Call, CallOutcome, CallStatus};
+use crate::clock::delta;
+use crate::error::{ErrorKind, Result};
+use crate::lifecycle::{LifecycleEvent, Transition, transition};
+use crate::provider::{ProviderCall, ProviderEvent, ProviderEventKind};
+use crate::retry::{RetryDecision, attempt_rng};
+use crate::store::{ActiveScope, CallStoreExt};
+
+/// What happened to one claimed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchResult {
+    /// The provider accepted the dial.
+    Dialed {
+        /// The provider's call id.
+        provider_call_id: String,
+    },
+    /// Put back until this instant (dial window, owner busy, pre-dial check).
+    Deferred {
+        /// When it will be tried again.
+        until: DateTime<Utc>,
+        /// Why.
+        reason: String,
+    },
+    /// The dial failed; another attempt is planned.
+    Retrying {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Failed for good.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// Past `not_after`.
+    Expired,
+    /// Canceled (by a pre-dial check, or by its owner while claimed).
+    Canceled {
+        /// Why.
+        reason: String,
+    },
+    /// An interrupted dial was matched to the provider's call.
+    Reconciled {
+        /// The provider's call id.
+        provider_call_id: String,
+    },
+    /// Nothing to do: the call was no longer ours.
+    Skipped,
+}
+
+const CAS_ATTEMPTS: u32 = 8;
+
+fn mine(inner: &Inner, c: &Call) -> bool {
+    c.status == CallStatus::Dispatching
+        && c.lease
+            .as_ref()
+            .is_some_and(|l| l.worker == inner.config.worker)
+}
+
+fn publish(inner: &Inner, c: &Call) {
+    if let Some(bus) = &inner.bus {
+        bus.publish_call(c);
+    }
+}
+
+/// Writes `f(current)` with compare-and-swap, only while the call is still ours.
+async fn write_mine<F>(inner: &Inner, id: crate::CallId, mut f: F) -> Result<Call>
+where
+    F: FnMut(&Call) -> Option<Call> + Send,
+{
+    let c = inner
+        .store
+        .update_with(id, CAS_ATTEMPTS, |c| {
+            Ok(if mine(inner, c) { f(c) } else { None })
+        })
+        .await?;
+    publish(inner, &c);
+    Ok(c)
+}
+
+/// Moves the call through `event`, applying `edit` to the result.
+fn moved(
+    c: &Call,
+    event: LifecycleEvent,
+    now: DateTime<Utc>,
+    edit: impl FnOnce(&mut Call),
+) -> Option<Call> {
+    match transition(c.status, &event) {
+        Ok(Transition::To(to)) => {
+            let mut n = c.clone();
+            enter(&mut n, to, now);
+            n.updated_at = now;
+            edit(&mut n);
+            Some(n)
+        }
+        _ => None,
+    }
+}
+
+pub(crate) async fn dispatch_claimed(inner: &Inner, claimed: Call) -> Result<DispatchResult> {
+    let id = claimed.id;
+    let now = inner.clock.now();
+    let mut call = claimed;
+
+    if call.dial_started_at.is_some() {
+        match recover(inner, call).await? {
+            Recovery::Done(r) => return Ok(r),
+            Recovery::DialAgain(c) => call = *c,
+        }
+    }
+
+    if call.not_after.is_some_and(|na| na <= now) {
+        let c = write_mine(inner, id, |c| {
+            moved(c, LifecycleEvent::Expire, now, |n| {
+                n.last_error = Some("not placed before notAfter".into());
+            })
+        })
+        .await?;
+        return Ok(if c.status == CallStatus::Expired {
+            DispatchResult::Expired
+        } else {
+            DispatchResult::Skipped
+        });
+    }
+
+    if let Some(window) = &call.dial_window
+        && !window.contains(now)
+    {
+        let next = window.next_open(now);
+        return match next {
+            Some(t) if call.not_after.is_none_or(|na| t < na) => {
+                defer(inner, &call, t, "outside its dial window").await
+            }
+            _ => {
+                let c = write_mine(inner, id, |c| {
+                    moved(c, LifecycleEvent::Expire, now, |n| {
+                        n.last_error =
+                            Some("its dial window does not open again before notAfter".into());
+                    })
+                })
+                .await?;
+                Ok(if c.status == CallStatus::Expired {
+                    DispatchResult::Expired
+                } else {
+                    DispatchResult::Skipped
+                })
+            }
+        };
+    }
+
+    for check in &inner.checks {
+        let verdict = match check.check(&call, now).await {
+            Ok(v) => v,
+            Err(e) => PreDialVerdict::Defer {
+                until: now + delta(inner.config.owner_busy_delay),
+                reason: format!("pre-dial check failed: {e}"),
+            },
+        };
+        match verdict {
+            PreDialVerdict::Allow => {}
+            PreDialVerdict::Defer { until, reason } => {
+                return defer(inner, &call, until, &reason).await;
+            }
+            PreDialVerdict::Cancel { reason } => {
+                let c = write_mine(inner, id, |c| {
+                    moved(c, LifecycleEvent::Cancel, now, |n| {
+                        n.last_error = Some(reason.clone());
+                    })
+                })
+                .await?;
+                // Dispatching + Cancel is Canceling; nothing was dialed, so confirm at once.
+                let c = confirm_cancel_undialed(inner, c, now).await?;
+                return Ok(if c.status == CallStatus::Canceled {
+                    DispatchResult::Canceled { reason }
+                } else {
+                    DispatchResult::Skipped
+                });
+            }
+        }
+    }
+
+    // Begin the attempt: record dial_started_at before the provider hears of it.
+    let started = inner
+        .store
+        .update_with(id, CAS_ATTEMPTS, |c| {
+            Ok(if mine(inner, c) {
+                let mut n = c.clone();
+                begin_attempt(&mut n, now);
+                Some(n)
+            } else {
+                None
+            })
+        })
+        .await?;
+    if !(mine(inner, &started) && started.dial_started_at == Some(now)) {
+        return lost_before_dial(inner, started, now).await;
+    }
+    publish(inner, &started);
+
+    if let Some(cap) = inner.config.owner_cap {
+        let others = inner
+            .store
+            .all_active(&ActiveScope::Owner(started.owner.clone()))
+            .await?
+            .into_iter()
+            .filter(|o| o.id != id)
+            .filter(|o| o.status != CallStatus::Dispatching || o.dial_started_at.is_some())
+            .count();
+        if others >= cap {
+            let until = now + delta(inner.config.owner_busy_delay);
+            let c = write_mine(inner, id, |c| {
+                let mut n = c.clone();
+                undo_attempt(&mut n);
+                moved(
+                    &n,
+                    LifecycleEvent::Defer {
+                        retrying: n.attempts > 0,
+                    },
+                    now,
+                    |m| {
+                        m.next_action_at = Some(until);
+                    },
+                )
+            })
+            .await?;
+            inner.wakeup.wake();
+            return Ok(if c.status == CallStatus::Dispatching {
+                DispatchResult::Skipped
+            } else {
+                DispatchResult::Deferred {
+                    until,
+                    reason: "another call of this owner is in flight".into(),
+                }
+            });
+        }
+    }
+
+    let result = dial_with_renewal(inner, &started).await;
+    let now = inner.clock.now();
+    match result {
+        Ok(accepted) => accepted_dial(inner, &started, accepted.provider_call_id, now).await,
+        Err(e) => failed_dial(inner, &started, e, now).await,
+    }
+}
+
+fn begin_attempt(n: &mut Call, now: DateTime<Utc>) {
+    n.attempts += 1;
+    n.dial_started_at = Some(now);
+    n.provider = None;
+    n.provider_call_id = None;
+    n.started_at = None;
+    n.ended_at = None;
+    n.duration_ms = None;
+    n.disconnection_reason = None;
+    n.recording_url = None;
+    n.cost = None;
+    n.analysis = None;
+    n.outcome = None;
+    n.updated_at = now;
+    n.history.push(AttemptRecord {
+        number: n.attempts,
+        dialed_at: Some(now),
+        ..AttemptRecord::default()
+    });
+}
+
+fn undo_attempt(n: &mut Call) {
+    if n.history
+        .last()
+        .is_some_and(|a| a.number == n.attempts && a.provider_call_id.is_none())
+    {
+        n.history.pop();
+    }
+    n.attempts = n.attempts.saturating_sub(1);
+    n.dial_started_at = None;
+}
+
+async fn defer(
+    inner: &Inner,
+    call: &Call,
+    until: DateTime<Utc>,
+    reason: &str,
+) -> Result<DispatchResult> {
+    let now = inner.clock.now();
+    let c = write_mine(inner, call.id, |c| {
+        moved(
+            c,
+            LifecycleEvent::Defer {
+                retrying: c.attempts > 0,
+            },
+            now,
+            |n| {
+                n.next_action_at = Some(until);
+            },
+        )
+    })
+    .await?;
+    inner.wakeup.wake();
+    Ok(if c.status == CallStatus::Dispatching {
+        DispatchResult::Skipped
+    } else {
+        DispatchResult::Deferred {
+            until,
+            reason: reason.to_owned(),
+        }
+    })
+}
+
+/// The call stopped being ours before the dial (canceled meanwhile, or another
+/// worker recovered it). A Canceling call that was never dialed is confirmed.
+async fn lost_before_dial(inner: &Inner, c: Call, now: DateTime<Utc>) -> Result<DispatchResult> {
+    if c.status == CallStatus::Canceling && c.dial_started_at.is_none() {
+        let c = confirm_cancel_undialed(inner, c, now).await?;
+        if c.status == CallStatus::Canceled {
+            return Ok(DispatchResult::Canceled {
+                reason: "canceled by its owner".into(),
+            });
+        }
+    }
+    Ok(DispatchResult::Skipped)
+}
+
+async fn confirm_cancel_undialed(inner: &Inner, c: Call, now: DateTime<Utc>) -> Result<Call> {
+    if c.status != CallStatus::Canceling || c.dial_started_at.is_some() {
+        return Ok(c);
+    }
+    let c = inner
+        .store
+        .update_with(c.id, CAS_ATTEMPTS, |c| {
+            Ok(
+                if c.status == CallStatus::Canceling && c.dial_started_at.is_none() {
+                    moved(c, LifecycleEvent::CancelConfirmed, now, |n| {
+                        n.outcome = None
+                    })
+                } else {
+                    None
+                },
+            )
+        })
+        .await?;
+    publish(inner, &c);
+    Ok(c)
+}
+
+async fn dial_with_renewal(inner: &Inner, call: &Call) -> Result<crate::provider::DialAccepted> {
+    let dial = inner.provider.place_call(call);
+    tokio::pin!(dial);
+    let every = inner.config.lease / 3;
+    loop {
+        let tick = inner.clock.sleep(every);
+        tokio::select! {
+            r = &mut dial => return r,
+            _ = tick => {
+                let now = inner.clock.now();
+                let until = now + delta(inner.config.lease);
+                let renewed = inner
+                    .store
+                    .update_with(call.id, CAS_ATTEMPTS, |c| {
+                        Ok(match &c.lease {
+                            Some(l) if c.status == CallStatus::Dispatching && l.worker == inner.config.worker => {
+                                let mut n = c.clone();
+                                n.lease = Some(crate::call::Lease { worker: l.worker.clone(), expires_at: until });
+                                n.next_action_at = Some(until);
+                                Some(n)
+                            }
+                            _ => None,
+                        })
+                    })
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::warn!(call_id = %call.id, error = %e, "lease renewal failed");
+                }
+            }
+        }
+    }
+}
+
+async fn accepted_dial(
+    inner: &Inner,
+    started: &Call,
+    pid: String,
+    now: DateTime<Utc>,
+) -> Result<DispatchResult> {
+    let provider = inner.provider.name().to_owned();
+    let c = inner
+        .store
+        .update_with(started.id, CAS_ATTEMPTS, |c| {
+            if c.attempts != started.attempts {
+                return Ok(None);
+            }
+            let mut n = c.clone();
+            if n.provider_call_id.is_none() {
+                n.provider_call_id = Some(pid.clone());
+                n.provider = Some(provider.clone());
+            }
+            if let Ok(Transition::To(to)) = transition(n.status, &LifecycleEvent::ProviderAccepted)
+            {
+                enter(&mut n, to, now);
+                n.next_action_at = None;
+            }
+            n.lease = None;
+            sync_attempt(&mut n);
+            n.updated_at = now;
+            Ok((n != *c).then_some(n))
+        })
+        .await?;
+    publish(inner, &c);
+    if c.status == CallStatus::Canceling {
+        // Canceled while the dial was in flight: hang up now.
+        inner.provider.end_call(&pid).await?;
+        let c = inner
+            .store
+            .update_with(c.id, CAS_ATTEMPTS, |c| {
+                Ok(moved(c, LifecycleEvent::CancelConfirmed, now, |n| {
+                    n.outcome = Some(CallOutcome::Canceled)
+                }))
+            })
+            .await?;
+        publish(inner, &c);
+        return Ok(DispatchResult::Canceled {
+            reason: "canceled by its owner while dialing".into(),
+        });
+    }
+    Ok(DispatchResult::Dialed {
+        provider_call_id: pid,
+    })
+}
+
+async fn failed_dial(
+    inner: &Inner,
+    started: &Call,
+    e: crate::Error,
+    now: DateTime<Utc>,
+) -> Result<DispatchResult> {
+    let retryable = e.is_retryable();
+    let message = e.to_string();
+    let decision = if retryable {
+        let mut rng = attempt_rng(inner.config.retry_seed, started.id, started.attempts);
+        started.retry_policy.decide(
+            CallOutcome::DialError,
+            started.attempts,
+            e.retry_after(),
+            &mut rng,
+        )
+    } else {
+        RetryDecision::GiveUp
+    };
+    let retry_at = match decision {
+        RetryDecision::RetryAfter(d) => Some(now + delta(d)),
+        RetryDecision::GiveUp => None,
+    };
+    let c = inner
+        .store
+        .update_with(started.id, CAS_ATTEMPTS, |c| {
+            if c.attempts != started.attempts {
+                return Ok(None);
+            }
+            Ok(moved(
+                c,
+                LifecycleEvent::DialFailed {
+                    retry: retry_at.is_some(),
+                },
+                now,
+                |n| {
+                    n.outcome = Some(CallOutcome::DialError);
+                    n.last_error = Some(message.clone());
+                    n.dial_started_at = None;
+                    if let Some(at) = retry_at
+                        && n.status == CallStatus::RetryPending
+                    {
+                        n.next_action_at = Some(at);
+                    }
+                    let rec = n.current_attempt_mut();
+                    rec.outcome = Some(CallOutcome::DialError);
+                    rec.error = Some(message.clone());
+                    rec.ended_at = Some(now);
+                },
+            ))
+        })
+        .await?;
+    publish(inner, &c);
+    Ok(match c.status {
+        CallStatus::RetryPending => {
+            inner.wakeup.wake();
+            DispatchResult::Retrying {
+                at: c.next_action_at.unwrap_or(now),
+            }
+        }
+        CallStatus::Failed => DispatchResult::Failed { reason: message },
+        CallStatus::Canceled => DispatchResult::Canceled {
+            reason: "canceled by its owner while dialing".into(),
+        },
+        _ => DispatchResult::Skipped,
+    })
+}
+
+enum Recovery {
+    Done(DispatchResult),
+    DialAgain(Box<Call>),
+}
+
+/// A claimed call whose previous holder started a dial and vanished. The dial may
+/// have reached the provider, so it is never sent again blindly.
+async fn recover(inner: &Inner, call: Call) -> Result<Recovery> {
+    let now = inner.clock.now();
+    let id = call.id;
+    if !inner.provider.capabilities().lookup_by_call_id {
+        let reason = format!(
+            "dial interrupted: the request may have reached {}, which cannot look calls up by our id; not dialed again (at-most-once)",
+            inner.provider.name()
+        );
+        let c = write_mine(inner, id, |c| {
+            moved(c, LifecycleEvent::Fail, now, |n| {
+                n.last_error = Some(reason.clone());
+                n.outcome = Some(CallOutcome::DialError);
+                n.current_attempt_mut().error = Some(reason.clone());
+            })
+        })
+        .await?;
+        return Ok(Recovery::Done(if c.status == CallStatus::Failed {
+            DispatchResult::Failed { reason }
+        } else {
+            DispatchResult::Skipped
+        }));
+    }
+    match inner.provider.find_by_call_id(id).await {
+        Ok(Some(found)) => adopt(inner, &call, found, now).await.map(Recovery::Done),
+        Ok(None) => {
+            // The provider is sure it never got the dial: undo the attempt and dial.
+            let c = write_mine(inner, id, |c| {
+                let mut n = c.clone();
+                undo_attempt(&mut n);
+                n.updated_at = now;
+                Some(n)
+            })
+            .await?;
+            if mine(inner, &c) && c.dial_started_at.is_none() {
+                Ok(Recovery::DialAgain(Box::new(c)))
+            } else {
+                Ok(Recovery::Done(DispatchResult::Skipped))
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::Unsupported => {
+            let reason = format!(
+                "dial interrupted and the provider cannot confirm it: {e}; not dialed again (at-most-once)"
+            );
+            let c = write_mine(inner, id, |c| {
+                moved(c, LifecycleEvent::Fail, now, |n| {
+                    n.last_error = Some(reason.clone())
+                })
+            })
+            .await?;
+            Ok(Recovery::Done(if c.status == CallStatus::Failed {
+                DispatchResult::Failed { reason }
+            } else {
+                DispatchResult::Skipped
+            }))
+        }
+        Err(e) => {
+            // Unknown: leave the call claimed; the lease lapses and recovery runs again.
+            tracing::warn!(call_id = %id, error = %e, "cannot reconcile an interrupted dial yet");
+            let until = now + delta(inner.config.lease.max(Duration::from_secs(1)));
+            Ok(Recovery::Done(DispatchResult::Deferred {
+                until,
+                reason: format!("reconciliation pending: {e}"),
+            }))
+        }
+    }
+}
+
+async fn adopt(
+    inner: &Inner,
+    call: &Call,
+    found: ProviderCall,
+    now: DateTime<Utc>,
+) -> Result<DispatchResult> {
+    let pid = found.provider_call_id.clone();
+    let provider = inner.provider.name().to_owned();
+    let accepted = write_mine(inner, call.id, |c| {
+        let mut n = c.clone();
+        n.provider_call_id = Some(pid.clone());
+        n.provider = Some(provider.clone());
+        if let Ok(Transition::To(to)) = transition(n.status, &LifecycleEvent::ProviderAccepted) {
+            enter(&mut n, to, now);
+            n.next_action_at = None;
+        }
+        n.updated_at = now;
+        sync_attempt(&mut n);
+        Some(n)
+    })
+    .await?;
+    if accepted.provider_call_id.as_deref() != Some(pid.as_str()) {
+        return Ok(DispatchResult::Skipped);
+    }
+    // Bring the record up to what the provider knows (started, ended, ...).
+    let kind = if found.state.is_over() {
+        ProviderEventKind::Ended
+    } else if found.started_at.is_some() {
+        ProviderEventKind::Started
+    } else {
+        ProviderEventKind::Ringing
+    };
+    let event = ProviderEvent {
+        provider,
+        kind,
+        call: found,
+        sequence: None,
+        occurred_at: Some(now),
+    };
+    let seed = inner.config.retry_seed;
+    let c = inner
+        .store
+        .update_with(call.id, CAS_ATTEMPTS, |c| {
+            Ok(match apply_provider_event(c, &event, now, seed)? {
+                Applied::Changed(n) => Some(*n),
+                Applied::Unchanged(_) => None,
+            })
+        })
+        .await?;
+    publish(inner, &c);
+    Ok(DispatchResult::Reconciled {
+        provider_call_id: pid,
+    })
+}

@@ -1,0 +1,183 @@
+//! [`CallService`]: what an application (or the HTTP API) does with calls —
+//! create, read, list, edit, delete, cancel — scoped to an owner, with wake-ups
+//! for schedulers and updates on the bus.
+
+use std::sync::Arc;
+
+use crate::apply::enter;
+use crate::bus::UpdateBus;
+use crate::call::{Call, CallOutcome, CallStatus};
+use crate::clock::Clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{CallId, Owner};
+use crate::lifecycle::{LifecycleEvent, Transition, transition};
+use crate::new_call::{CallEdit, Limits, NewCall};
+use crate::provider::TelephonyProvider;
+use crate::store::{CallStore, CallStoreExt, Created, ListQuery, Page};
+use crate::wakeup::Wakeup;
+
+const CAS_ATTEMPTS: u32 = 8;
+
+/// Owner-scoped operations on calls.
+#[derive(Clone)]
+pub struct CallService {
+    store: Arc<dyn CallStore>,
+    provider: Option<Arc<dyn TelephonyProvider>>,
+    clock: Arc<dyn Clock>,
+    wakeup: Wakeup,
+    bus: Option<UpdateBus>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for CallService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallService")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallService {
+    /// A service over `store`, waking schedulers through `wakeup`.
+    pub fn new(store: Arc<dyn CallStore>, clock: Arc<dyn Clock>, wakeup: Wakeup) -> Self {
+        CallService {
+            store,
+            provider: None,
+            clock,
+            wakeup,
+            bus: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The provider used to hang up calls canceled in flight.
+    pub fn with_provider(mut self, provider: Arc<dyn TelephonyProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Publish every change on `bus`.
+    pub fn with_bus(mut self, bus: UpdateBus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Validation limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn CallStore> {
+        &self.store
+    }
+
+    fn publish(&self, c: &Call) {
+        if let Some(bus) = &self.bus {
+            bus.publish_call(c);
+        }
+    }
+
+    /// Validates and stores a new call, and wakes the schedulers. With an
+    /// idempotency key already used by this owner, returns the first call.
+    pub async fn create(&self, owner: &Owner, new: NewCall) -> Result<Created> {
+        let call = new.into_call(owner.clone(), self.clock.now(), &self.limits)?;
+        let created = self.store.create(&call).await?;
+        if let Created::New(c) = &created {
+            self.publish(c);
+            self.wakeup.wake();
+        }
+        Ok(created)
+    }
+
+    /// A call of `owner` (`NotFound` for anyone else's).
+    pub async fn get(&self, owner: &Owner, id: CallId) -> Result<Call> {
+        self.store.get_owned(owner, id).await
+    }
+
+    /// A page of the owner's calls.
+    pub async fn list(&self, owner: &Owner, query: &ListQuery) -> Result<Page<Call>> {
+        self.store.list(owner, query).await
+    }
+
+    /// Edits a scheduled call (`InvalidTransition` in any other status).
+    pub async fn edit(&self, owner: &Owner, id: CallId, edit: &CallEdit) -> Result<Call> {
+        self.store.get_owned(owner, id).await?;
+        let now = self.clock.now();
+        let c = self
+            .store
+            .update_with(id, CAS_ATTEMPTS, |c| {
+                edit.apply(c, now, &self.limits).map(Some)
+            })
+            .await?;
+        self.publish(&c);
+        self.wakeup.wake();
+        Ok(c)
+    }
+
+    /// Deletes a scheduled call (`Conflict` in any other status).
+    pub async fn delete(&self, owner: &Owner, id: CallId) -> Result<()> {
+        self.store.delete_if_scheduled(owner, id).await
+    }
+
+    /// Cancels a call: a scheduled or retry-pending call becomes Canceled; a call
+    /// being dialed or on the line becomes Canceling, the provider is asked to hang
+    /// up, then it becomes Canceled. A finished call is `InvalidTransition`.
+    pub async fn cancel(&self, owner: &Owner, id: CallId) -> Result<Call> {
+        self.store.get_owned(owner, id).await?;
+        let now = self.clock.now();
+        let c = self
+            .store
+            .update_with(id, CAS_ATTEMPTS, |c| {
+                match transition(c.status, &LifecycleEvent::Cancel)? {
+                    Transition::To(to) => {
+                        let mut n = c.clone();
+                        enter(&mut n, to, now);
+                        if to == CallStatus::Canceled {
+                            n.finished_at = Some(now);
+                        }
+                        n.last_error = Some("canceled by its owner".into());
+                        n.updated_at = now;
+                        Ok(Some(n))
+                    }
+                    Transition::Ignore(_) => Ok(None),
+                }
+            })
+            .await?;
+        self.publish(&c);
+        if c.status != CallStatus::Canceling {
+            return Ok(c);
+        }
+        // In flight. A Dispatching call without a provider id is finished by its
+        // dispatcher once the dial returns; otherwise hang up here.
+        let Some(pid) = c.provider_call_id.clone() else {
+            return Ok(c);
+        };
+        let Some(provider) = &self.provider else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "no provider configured to hang up the call",
+            ));
+        };
+        provider.end_call(&pid).await?;
+        let c = self
+            .store
+            .update_with(id, CAS_ATTEMPTS, |c| {
+                match transition(c.status, &LifecycleEvent::CancelConfirmed) {
+                    Ok(Transition::To(to)) => {
+                        let mut n = c.clone();
+                        enter(&mut n, to, now);
+                        n.outcome = Some(CallOutcome::Canceled);
+                        n.finished_at = Some(now);
+                        n.updated_at = now;
+                        Ok(Some(n))
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        self.publish(&c);
+        Ok(c)
+    }
+}

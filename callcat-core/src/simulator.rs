@@ -1,0 +1,672 @@
+//! [`Simulator`]: a [`TelephonyProvider`] that plays realistic calls without
+//! credentials, driven by a [`Clock`] so tests control time.
+//!
+//! The outcome of each call comes from `metadata.simulate`: `answered` (default),
+//! `no_answer`, `busy`, `voicemail`, `dial_error` (a retryable dial failure),
+//! `rejected` (a permanent one), `hangup` (answered, then the callee hangs up at
+//! once) or `hang` (the dial request reaches the provider but never answers, as if
+//! the process died mid-dial). `metadata.simulate_talk_ms` overrides the talk time;
+//! `metadata.simulate_analysis` (an object) becomes the analysis's custom data.
+//! Every dial is recorded, so tests count dials per call and the peak number of
+//! concurrent calls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::call::{Call, CallAnalysis, CallCost, CallOutcome};
+use crate::clock::{Clock, delta};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::CallId;
+use crate::provider::{
+    DialAccepted, ProviderCall, ProviderCallState, ProviderCapabilities, ProviderEvent,
+    ProviderEventKind, TelephonyProvider,
+};
+use crate::transcript::{SpeakerRole, TranscriptSegment};
+
+/// How simulated calls behave.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    /// From dial to answer.
+    pub ring: Duration,
+    /// From answer to hang-up.
+    pub talk: Duration,
+    /// Time between transcript turns.
+    pub turn: Duration,
+    /// From the end to the analysis.
+    pub analysis_delay: Duration,
+    /// How long an unanswered call rings.
+    pub no_answer_after: Duration,
+    /// Whether [`TelephonyProvider::find_by_call_id`] works (reconciliation).
+    pub lookup_by_call_id: bool,
+    /// Send every n-th event twice (webhook duplicates); `None` for never.
+    pub duplicate_every: Option<u32>,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            ring: Duration::from_secs(3),
+            talk: Duration::from_secs(20),
+            turn: Duration::from_secs(4),
+            analysis_delay: Duration::from_secs(2),
+            no_answer_after: Duration::from_secs(25),
+            lookup_by_call_id: true,
+            duplicate_every: None,
+        }
+    }
+}
+
+impl SimulatorConfig {
+    /// Calls connect and end at the instant they are dialed (benchmarks, bulk tests).
+    pub fn instant() -> Self {
+        SimulatorConfig {
+            ring: Duration::ZERO,
+            talk: Duration::ZERO,
+            turn: Duration::from_secs(1),
+            analysis_delay: Duration::ZERO,
+            no_answer_after: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+}
+
+/// The behaviour asked for by `metadata.simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatedOutcome {
+    /// Answered; a conversation; ended normally; analyzed.
+    Answered,
+    /// Rings out.
+    NoAnswer,
+    /// Busy.
+    Busy,
+    /// Voicemail picks up.
+    Voicemail,
+    /// The dial request fails with a retryable error.
+    DialError,
+    /// The dial request is refused for good.
+    Rejected,
+    /// Answered, then the callee hangs up at once.
+    Hangup,
+    /// The dial reaches the provider but the request never returns.
+    Hang,
+}
+
+impl SimulatedOutcome {
+    /// Reads `metadata.simulate` (default `answered`); unknown values are a
+    /// validation error naming `metadata.simulate`.
+    pub fn of(call: &Call) -> Result<Self> {
+        let v = call
+            .metadata
+            .get("simulate")
+            .and_then(|v| v.as_str())
+            .unwrap_or("answered");
+        Ok(match v {
+            "answered" => SimulatedOutcome::Answered,
+            "no_answer" => SimulatedOutcome::NoAnswer,
+            "busy" => SimulatedOutcome::Busy,
+            "voicemail" => SimulatedOutcome::Voicemail,
+            "dial_error" => SimulatedOutcome::DialError,
+            "rejected" => SimulatedOutcome::Rejected,
+            "hangup" => SimulatedOutcome::Hangup,
+            "hang" => SimulatedOutcome::Hang,
+            other => {
+                return Err(Error::validation(
+                    "metadata.simulate",
+                    format!("unknown simulated outcome {other:?}"),
+                ));
+            }
+        })
+    }
+}
+
+/// One dial request the simulator received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialRecord {
+    /// Our call id.
+    pub call_id: CallId,
+    /// The attempt number the call carried.
+    pub attempt: u32,
+    /// The simulator's id for it (`None` for failed dials).
+    pub provider_call_id: Option<String>,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+}
+
+struct SimCall {
+    provider_call_id: String,
+    call_id: CallId,
+    outcome: SimulatedOutcome,
+    dialed_at: DateTime<Utc>,
+    talk: Duration,
+    /// Set when ended through `end_call`.
+    ended_by_api: Option<DateTime<Utc>>,
+    /// Index of the next timeline event to emit.
+    emitted: usize,
+    /// `metadata.simulate_analysis`, merged into the analysis's custom data.
+    custom_analysis: serde_json::Map<String, serde_json::Value>,
+}
+
+struct State {
+    calls: HashMap<String, SimCall>,
+    by_call_id: HashMap<CallId, String>,
+    dials: Vec<DialRecord>,
+    peak: usize,
+    next_id: u64,
+    events_sent: u32,
+}
+
+/// The simulated provider. Cloning shares it.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clock: Arc<dyn Clock>,
+    config: SimulatorConfig,
+    state: Mutex<State>,
+    new_dial: Notify,
+    dial_count: watch::Sender<usize>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One moment in a simulated call's life.
+#[derive(Debug, Clone)]
+struct Moment {
+    at: DateTime<Utc>,
+    kind: ProviderEventKind,
+}
+
+impl Simulator {
+    /// A simulator on `clock`.
+    pub fn new(clock: Arc<dyn Clock>, config: SimulatorConfig) -> Self {
+        Simulator {
+            inner: Arc::new(Inner {
+                clock,
+                config,
+                state: Mutex::new(State {
+                    calls: HashMap::new(),
+                    by_call_id: HashMap::new(),
+                    dials: Vec::new(),
+                    peak: 0,
+                    next_id: 1,
+                    events_sent: 0,
+                }),
+                new_dial: Notify::new(),
+                dial_count: watch::channel(0).0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every dial received, in order.
+    pub fn dials(&self) -> Vec<DialRecord> {
+        self.lock().dials.clone()
+    }
+
+    /// How many dial requests arrived for `call_id`.
+    pub fn dial_count(&self, call_id: CallId) -> usize {
+        self.lock()
+            .dials
+            .iter()
+            .filter(|d| d.call_id == call_id)
+            .count()
+    }
+
+    /// How many dial requests arrived in all.
+    pub fn total_dials(&self) -> usize {
+        self.lock().dials.len()
+    }
+
+    /// The most calls that were live (dialed, not yet ended) at one time.
+    pub fn peak_concurrent(&self) -> usize {
+        self.lock().peak
+    }
+
+    /// Resolves once at least `n` dials have arrived.
+    pub async fn wait_for_dials(&self, n: usize) {
+        let mut rx = self.inner.dial_count.subscribe();
+        let _ = rx.wait_for(|c| *c >= n).await;
+    }
+
+    fn timeline(&self, c: &SimCall) -> Vec<Moment> {
+        let cfg = &self.inner.config;
+        let d = c.dialed_at;
+        let mut m = vec![Moment {
+            at: d,
+            kind: ProviderEventKind::Ringing,
+        }];
+        let answered_at = d + delta(cfg.ring);
+        let end = |talk: Duration| answered_at + delta(talk);
+        match c.outcome {
+            SimulatedOutcome::Answered | SimulatedOutcome::Hangup | SimulatedOutcome::Voicemail => {
+                m.push(Moment {
+                    at: answered_at,
+                    kind: ProviderEventKind::Started,
+                });
+                let talk = self.talk_of(c);
+                let mut t = answered_at + delta(cfg.turn);
+                while !cfg.turn.is_zero() && t < end(talk) {
+                    m.push(Moment {
+                        at: t,
+                        kind: ProviderEventKind::TranscriptUpdated,
+                    });
+                    t += delta(cfg.turn);
+                }
+                m.push(Moment {
+                    at: end(talk),
+                    kind: ProviderEventKind::Ended,
+                });
+                m.push(Moment {
+                    at: end(talk) + delta(cfg.analysis_delay),
+                    kind: ProviderEventKind::Analyzed,
+                });
+            }
+            SimulatedOutcome::NoAnswer | SimulatedOutcome::Busy => {
+                let over = if c.outcome == SimulatedOutcome::Busy {
+                    d + delta(cfg.ring.min(Duration::from_secs(2)))
+                } else {
+                    d + delta(cfg.no_answer_after)
+                };
+                m.push(Moment {
+                    at: over,
+                    kind: ProviderEventKind::Ended,
+                });
+                m.push(Moment {
+                    at: over + delta(cfg.analysis_delay),
+                    kind: ProviderEventKind::Analyzed,
+                });
+            }
+            SimulatedOutcome::DialError | SimulatedOutcome::Rejected | SimulatedOutcome::Hang => {
+                m.clear()
+            }
+        }
+        if let Some(cut) = c.ended_by_api {
+            m.retain(|x| {
+                x.at < cut
+                    && !matches!(
+                        x.kind,
+                        ProviderEventKind::Ended | ProviderEventKind::Analyzed
+                    )
+            });
+            m.push(Moment {
+                at: cut,
+                kind: ProviderEventKind::Ended,
+            });
+        }
+        m
+    }
+
+    fn talk_of(&self, c: &SimCall) -> Duration {
+        match c.outcome {
+            SimulatedOutcome::Hangup => Duration::from_secs(2).min(c.talk),
+            SimulatedOutcome::Voicemail => {
+                Duration::from_secs(10).min(c.talk.max(Duration::from_secs(1)))
+            }
+            _ => c.talk,
+        }
+    }
+
+    fn end_time(&self, c: &SimCall) -> Option<DateTime<Utc>> {
+        self.timeline(c)
+            .iter()
+            .find(|m| m.kind == ProviderEventKind::Ended)
+            .map(|m| m.at)
+    }
+
+    /// The call as the provider sees it at `now`.
+    fn snapshot(&self, c: &SimCall, now: DateTime<Utc>) -> ProviderCall {
+        let tl = self.timeline(c);
+        let started = tl
+            .iter()
+            .find(|m| m.kind == ProviderEventKind::Started && m.at <= now)
+            .map(|m| m.at);
+        let ended = tl
+            .iter()
+            .find(|m| m.kind == ProviderEventKind::Ended && m.at <= now)
+            .map(|m| m.at);
+        let analyzed = tl
+            .iter()
+            .any(|m| m.kind == ProviderEventKind::Analyzed && m.at <= now);
+        let mut p = ProviderCall::new(
+            c.provider_call_id.clone(),
+            if ended.is_some() {
+                ProviderCallState::Ended
+            } else if started.is_some() {
+                ProviderCallState::InProgress
+            } else {
+                ProviderCallState::Ringing
+            },
+        );
+        p.call_id = Some(c.call_id);
+        p.started_at = started;
+        p.ended_at = ended;
+        if let (Some(s), Some(e)) = (started, ended) {
+            p.duration_ms = u64::try_from((e - s).num_milliseconds()).ok();
+        }
+        if let Some(s) = started {
+            let upto = ended.unwrap_or(now);
+            let turn = self.inner.config.turn;
+            let mut segs = Vec::new();
+            let mut t = s;
+            let mut i = 0u64;
+            while t <= upto && (!turn.is_zero() || i == 0) {
+                let offset = u64::try_from((t - s).num_milliseconds()).unwrap_or(0);
+                let (role, text) = if i.is_multiple_of(2) {
+                    (SpeakerRole::Agent, format!("Agent turn {}", i / 2 + 1))
+                } else {
+                    (SpeakerRole::User, format!("Callee turn {}", i / 2 + 1))
+                };
+                segs.push(TranscriptSegment {
+                    role,
+                    text,
+                    start_ms: Some(offset),
+                    end_ms: Some(offset + 800),
+                });
+                i += 1;
+                if turn.is_zero() {
+                    break;
+                }
+                t += delta(turn);
+            }
+            p.transcript = Some(segs);
+        }
+        if ended.is_some() {
+            let (outcome, reason) = if c.ended_by_api.is_some() {
+                (CallOutcome::Canceled, "canceled_by_api")
+            } else {
+                match c.outcome {
+                    SimulatedOutcome::NoAnswer => (CallOutcome::NoAnswer, "dial_no_answer"),
+                    SimulatedOutcome::Busy => (CallOutcome::Busy, "dial_busy"),
+                    SimulatedOutcome::Voicemail => (CallOutcome::Voicemail, "voicemail_reached"),
+                    SimulatedOutcome::Hangup => (CallOutcome::Answered, "user_hangup"),
+                    _ => (CallOutcome::Answered, "agent_hangup"),
+                }
+            };
+            p.outcome = Some(outcome);
+            p.disconnection_reason = Some(reason.to_owned());
+            if started.is_some() {
+                p.recording_url = Some(format!(
+                    "https://simulator.invalid/recordings/{}.wav",
+                    c.provider_call_id
+                ));
+                p.cost = Some(CallCost {
+                    total: 0.07,
+                    currency: "USD".into(),
+                    items: Default::default(),
+                });
+            }
+        }
+        if analyzed {
+            p.analysis = Some(CallAnalysis {
+                summary: Some(match c.outcome {
+                    SimulatedOutcome::Answered => {
+                        "The callee answered and the agent completed the task.".into()
+                    }
+                    SimulatedOutcome::Voicemail => "Reached voicemail.".into(),
+                    SimulatedOutcome::Hangup => "The callee hung up right away.".into(),
+                    _ => "The call did not connect.".into(),
+                }),
+                sentiment: Some("Neutral".into()),
+                successful: Some(
+                    c.outcome == SimulatedOutcome::Answered && c.ended_by_api.is_none(),
+                ),
+                in_voicemail: Some(c.outcome == SimulatedOutcome::Voicemail),
+                action_items: Vec::new(),
+                custom: c.custom_analysis.clone(),
+            });
+        }
+        p
+    }
+
+    /// Delivers every event due by the clock's time to `sink`, then sleeps until the
+    /// next one (or a new dial). Runs until `sink` is closed.
+    pub async fn run_events(self, sink: mpsc::Sender<ProviderEvent>) {
+        loop {
+            let now = self.inner.clock.now();
+            let (due, next) = self.collect_due(now);
+            for e in due {
+                if sink.send(e).await.is_err() {
+                    return;
+                }
+            }
+            let notified = self.inner.new_dial.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check: a dial may have arrived while we were sending.
+            let (due, next2) = self.collect_due(self.inner.clock.now());
+            if !due.is_empty() {
+                for e in due {
+                    if sink.send(e).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            let next = next.min(next2);
+            tokio::select! {
+                _ = notified => {}
+                _ = async {
+                    match next {
+                        Some(at) => self.inner.clock.sleep_until(at).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+                _ = sink.closed() => return,
+            }
+        }
+    }
+
+    /// Takes every event due at the clock's time that was not delivered yet, in
+    /// time order (tests drive delivery with this instead of [`Simulator::run_events`]).
+    pub fn drain_due_events(&self) -> Vec<ProviderEvent> {
+        self.collect_due(self.inner.clock.now()).0
+    }
+
+    /// When the next undelivered event is due.
+    pub fn next_event_at(&self) -> Option<DateTime<Utc>> {
+        self.collect_due_peek()
+    }
+
+    fn collect_due_peek(&self) -> Option<DateTime<Utc>> {
+        let st = self.lock();
+        st.calls
+            .values()
+            .filter_map(|c| self.timeline(c).get(c.emitted).map(|m| m.at))
+            .min()
+    }
+
+    fn collect_due(&self, now: DateTime<Utc>) -> (Vec<ProviderEvent>, Option<DateTime<Utc>>) {
+        let mut st = self.lock();
+        let mut out = Vec::new();
+        let mut next: Option<DateTime<Utc>> = None;
+        let ids: Vec<String> = st.calls.keys().cloned().collect();
+        for id in ids {
+            let Some(c) = st.calls.get(&id) else { continue };
+            let tl = self.timeline(c);
+            let mut emitted = c.emitted;
+            while emitted < tl.len() && tl[emitted].at <= now {
+                let m = &tl[emitted];
+                let snap = self.snapshot(c, m.at);
+                out.push((
+                    m.at,
+                    ProviderEvent {
+                        provider: "simulator".into(),
+                        kind: m.kind.clone(),
+                        call: snap,
+                        sequence: Some(emitted as u64),
+                        occurred_at: Some(m.at),
+                    },
+                ));
+                emitted += 1;
+            }
+            if let Some(m) = tl.get(emitted) {
+                next = Some(next.map_or(m.at, |n: DateTime<Utc>| n.min(m.at)));
+            }
+            if let Some(c) = st.calls.get_mut(&id) {
+                c.emitted = emitted;
+            }
+        }
+        out.sort_by_key(|(at, e)| (*at, e.sequence));
+        let mut events = Vec::with_capacity(out.len());
+        for (_, e) in out {
+            st.events_sent += 1;
+            let dup = self
+                .inner
+                .config
+                .duplicate_every
+                .is_some_and(|n| n > 0 && st.events_sent.is_multiple_of(n));
+            if dup {
+                events.push(e.clone());
+            }
+            events.push(e);
+        }
+        (events, next)
+    }
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for Simulator {
+    fn name(&self) -> &str {
+        "simulator"
+    }
+
+    fn capabilities(&self) -> ProviderCapabilities {
+        ProviderCapabilities {
+            lookup_by_call_id: self.inner.config.lookup_by_call_id,
+            pushes_transcripts: true,
+        }
+    }
+
+    async fn place_call(&self, call: &Call) -> Result<DialAccepted> {
+        let outcome = SimulatedOutcome::of(call)?;
+        let now = self.inner.clock.now();
+        let talk = call
+            .metadata
+            .get("simulate_talk_ms")
+            .and_then(|v| v.as_u64())
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.config.talk);
+        let accepted = {
+            let mut st = self.lock();
+            let failed = matches!(
+                outcome,
+                SimulatedOutcome::DialError | SimulatedOutcome::Rejected
+            );
+            let pid = (!failed).then(|| {
+                let id = format!("sim_{:08}", st.next_id);
+                st.next_id += 1;
+                id
+            });
+            st.dials.push(DialRecord {
+                call_id: call.id,
+                attempt: call.attempts,
+                provider_call_id: pid.clone(),
+                at: now,
+            });
+            if let Some(pid) = &pid {
+                let c = SimCall {
+                    provider_call_id: pid.clone(),
+                    call_id: call.id,
+                    outcome,
+                    dialed_at: now,
+                    talk,
+                    ended_by_api: None,
+                    emitted: 0,
+                    custom_analysis: call
+                        .metadata
+                        .get("simulate_analysis")
+                        .and_then(|v| v.as_object())
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                // Live at this instant: every other call not yet over, plus this one.
+                let others = st
+                    .calls
+                    .values()
+                    .filter(|c| c.outcome != SimulatedOutcome::Hang)
+                    .filter(|c| self.end_time(c).is_none_or(|e| e > now))
+                    .count();
+                st.peak = st.peak.max(others + 1);
+                st.by_call_id.insert(call.id, pid.clone());
+                st.calls.insert(pid.clone(), c);
+            }
+            let n = st.dials.len();
+            self.inner.dial_count.send_replace(n);
+            pid
+        };
+        self.inner.new_dial.notify_one();
+        match outcome {
+            SimulatedOutcome::DialError => {
+                Err(Error::new(ErrorKind::Unavailable, "simulated dial error")
+                    .with_source_name("simulator")
+                    .with_retry_after(Duration::from_secs(1)))
+            }
+            SimulatedOutcome::Rejected => Err(Error::new(
+                ErrorKind::Rejected,
+                "simulated: number cannot be reached",
+            )
+            .with_source_name("simulator")),
+            SimulatedOutcome::Hang => std::future::pending().await,
+            _ => Ok(DialAccepted {
+                provider_call_id: accepted.unwrap_or_default(),
+            }),
+        }
+    }
+
+    async fn fetch_call(&self, provider_call_id: &str) -> Result<ProviderCall> {
+        let now = self.inner.clock.now();
+        let st = self.lock();
+        let c = st.calls.get(provider_call_id).ok_or_else(|| {
+            Error::not_found(format!("no simulated call {provider_call_id}"))
+                .with_source_name("simulator")
+        })?;
+        Ok(self.snapshot(c, now))
+    }
+
+    async fn end_call(&self, provider_call_id: &str) -> Result<()> {
+        let now = self.inner.clock.now();
+        {
+            let mut st = self.lock();
+            let c = st.calls.get_mut(provider_call_id).ok_or_else(|| {
+                Error::not_found(format!("no simulated call {provider_call_id}"))
+                    .with_source_name("simulator")
+            })?;
+            if c.ended_by_api.is_none() {
+                c.ended_by_api = Some(now);
+            }
+        }
+        self.inner.new_dial.notify_one();
+        Ok(())
+    }
+
+    async fn find_by_call_id(&self, call_id: CallId) -> Result<Option<ProviderCall>> {
+        if !self.inner.config.lookup_by_call_id {
+            return Err(
+                Error::new(ErrorKind::Unsupported, "lookup by call id is switched off")
+                    .with_source_name("simulator"),
+            );
+        }
+        let now = self.inner.clock.now();
+        let st = self.lock();
+        Ok(st
+            .by_call_id
+            .get(&call_id)
+            .and_then(|pid| st.calls.get(pid))
+            .map(|c| self.snapshot(c, now)))
+    }
+}
