@@ -8,9 +8,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ConsumedCapacity};
 
+use crate::error::{DResult, DynamoError};
 use crate::metrics::{DynamoMetrics, OpKind};
 use callcat_core::store::MAX_PAGE_SIZE;
-use crate::error::{DResult, DynamoError};
 
 /// An item as DynamoDB returns it.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -79,8 +79,8 @@ macro_rules! capacity_many {
 }
 
 use aws_sdk_dynamodb::operation::{
-    batch_write_item::BatchWriteItemOutput, delete_item::DeleteItemOutput,
-    get_item::GetItemOutput, put_item::PutItemOutput, query::QueryOutput, scan::ScanOutput,
+    batch_write_item::BatchWriteItemOutput, delete_item::DeleteItemOutput, get_item::GetItemOutput,
+    put_item::PutItemOutput, query::QueryOutput, scan::ScanOutput,
     transact_write_items::TransactWriteItemsOutput, update_item::UpdateItemOutput,
 };
 
@@ -230,4 +230,3 @@ pub(crate) fn page_limit(limit: u32) -> DResult<usize> {
     }
     Ok(limit as usize)
 }
-

@@ -94,7 +94,10 @@ impl std::fmt::Debug for DynamoStoresBuilder {
             .field("client", &self.client.as_ref().map(|_| "<client>"))
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
             .field("tables", &self.tables)
             .field("shards", &self.shards)
             .field("operation_timeout", &self.operation_timeout)
@@ -202,7 +205,10 @@ impl DynamoStoresBuilder {
         }
         let client = match self.client {
             Some(c) => {
-                if self.region.is_some() || self.credentials.is_some() || self.endpoint_url.is_some() {
+                if self.region.is_some()
+                    || self.credentials.is_some()
+                    || self.endpoint_url.is_some()
+                {
                     return Err(DynamoError::Config(
                         "give either a client or region/credentials/endpoint, not both".into(),
                     ));
@@ -210,12 +216,13 @@ impl DynamoStoresBuilder {
                 c
             }
             None => {
-                let region = self.region.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-                    DynamoError::Validation {
+                let region = self
+                    .region
+                    .filter(|r| !r.trim().is_empty())
+                    .ok_or_else(|| DynamoError::Validation {
                         field: "region",
                         message: "a region is required (or pass a client)".into(),
-                    }
-                })?;
+                    })?;
                 let credentials = self.credentials.ok_or_else(|| DynamoError::Validation {
                     field: "credentials",
                     message: "credentials are required (or pass a client built with aws-config)"
@@ -250,13 +257,21 @@ impl DynamoStoresBuilder {
             }
         };
         Ok(DynamoStores {
-            calls: Arc::new(DynamoCallStore::new(client.clone(), &self.tables.calls, shards)),
+            calls: Arc::new(DynamoCallStore::new(
+                client.clone(),
+                &self.tables.calls,
+                shards,
+            )),
             transcripts: Arc::new(DynamoTranscriptStore::new(
                 client.clone(),
                 &self.tables.transcripts,
                 shards,
             )),
-            windows: Arc::new(DynamoWindowStore::new(client.clone(), &self.tables.windows, shards)),
+            windows: Arc::new(DynamoWindowStore::new(
+                client.clone(),
+                &self.tables.windows,
+                shards,
+            )),
             client,
             tables: self.tables,
             shards,
@@ -346,7 +361,10 @@ mod tests {
     fn build_validates_settings() {
         assert!(base().build().is_ok());
         let cases = [
-            (DynamoStores::builder().credentials("a", "b", None), "region"),
+            (
+                DynamoStores::builder().credentials("a", "b", None),
+                "region",
+            ),
             (DynamoStores::builder().region("us-east-1"), "credentials"),
             (base().shards(0), "shards"),
             (base().shards(MAX_SHARDS + 1), "shards"),

@@ -102,9 +102,7 @@ impl From<DynamoError> for Error {
             DynamoError::Throttled { .. } => Error::new(ErrorKind::RateLimited, message),
             DynamoError::Unauthorized { .. } => Error::new(ErrorKind::Unauthorized, message),
             DynamoError::Invalid { .. } => Error::new(ErrorKind::Validation, message),
-            DynamoError::MissingTable { .. } => {
-                Error::unavailable(message).with_retryable(false)
-            }
+            DynamoError::MissingTable { .. } => Error::unavailable(message).with_retryable(false),
             DynamoError::Unavailable { source, .. } => match source {
                 Some(s) => Error::unavailable(message).with_source(BoxedSource(s)),
                 None => Error::unavailable(message),

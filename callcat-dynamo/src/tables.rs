@@ -109,8 +109,8 @@ async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
         .global_secondary_indexes
         .iter()
         .map(|i| {
-            let mut projection =
-                Projection::builder().projection_type(ProjectionType::from(i.projection.projection_type.as_str()));
+            let mut projection = Projection::builder()
+                .projection_type(ProjectionType::from(i.projection.projection_type.as_str()));
             for a in &i.projection.non_key_attributes {
                 projection = projection.non_key_attributes(a);
             }
@@ -151,9 +151,22 @@ async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
 }
 
 pub(crate) async fn create_all(client: &Client, tables: &TableNames) -> DResult<()> {
-    create_one(client, CALLS_TABLE_JSON, &tables.calls).await?;
-    create_one(client, TRANSCRIPTS_TABLE_JSON, &tables.transcripts).await?;
-    create_one(client, WINDOWS_TABLE_JSON, &tables.windows).await?;
+    create_calls(client, &tables.calls).await?;
+    create_transcripts(client, &tables.transcripts).await?;
+    create_windows(client, &tables.windows).await
+}
+
+pub(crate) async fn create_calls(client: &Client, name: &str) -> DResult<()> {
+    create_one(client, CALLS_TABLE_JSON, name).await
+}
+
+pub(crate) async fn create_windows(client: &Client, name: &str) -> DResult<()> {
+    create_one(client, WINDOWS_TABLE_JSON, name).await
+}
+
+/// Creates the transcripts table and turns on its TTL.
+pub(crate) async fn create_transcripts(client: &Client, name: &str) -> DResult<()> {
+    create_one(client, TRANSCRIPTS_TABLE_JSON, name).await?;
     let ttl = built(
         TimeToLiveSpecification::builder()
             .enabled(true)
@@ -162,28 +175,37 @@ pub(crate) async fn create_all(client: &Client, tables: &TableNames) -> DResult<
     )?;
     match client
         .update_time_to_live()
-        .table_name(&tables.transcripts)
+        .table_name(name)
         .time_to_live_specification(ttl)
         .send()
         .await
     {
         Ok(_) => Ok(()),
         // Already enabled.
-        Err(e) if e.code() == Some("ValidationException")
-            && e.message().is_some_and(|m| m.contains("already enabled")) => Ok(()),
+        Err(e)
+            if e.code() == Some("ValidationException")
+                && e.message().is_some_and(|m| m.contains("already enabled")) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(DynamoError::sdk("UpdateTimeToLive", e)),
     }
 }
 
 pub(crate) async fn delete_all(client: &Client, tables: &TableNames) -> DResult<()> {
     for name in [&tables.calls, &tables.transcripts, &tables.windows] {
-        match client.delete_table().table_name(name).send().await {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {}
-            Err(e) => return Err(DynamoError::sdk("DeleteTable", e)),
-        }
+        delete_one(client, name).await?;
     }
     Ok(())
+}
+
+/// Deletes a table; a missing one is not an error.
+pub(crate) async fn delete_one(client: &Client, name: &str) -> DResult<()> {
+    match client.delete_table().table_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(DynamoError::sdk("DeleteTable", e)),
+    }
 }
 
 #[cfg(test)]
@@ -193,12 +215,20 @@ mod tests {
 
     #[test]
     fn definitions_parse_and_name_the_default_tables() {
-        assert_eq!(parse(CALLS_TABLE_JSON).expect("calls").table_name, "callcat-calls");
         assert_eq!(
-            parse(TRANSCRIPTS_TABLE_JSON).expect("transcripts").table_name,
+            parse(CALLS_TABLE_JSON).expect("calls").table_name,
+            "callcat-calls"
+        );
+        assert_eq!(
+            parse(TRANSCRIPTS_TABLE_JSON)
+                .expect("transcripts")
+                .table_name,
             "callcat-transcripts"
         );
-        assert_eq!(parse(WINDOWS_TABLE_JSON).expect("windows").table_name, "callcat-windows");
+        assert_eq!(
+            parse(WINDOWS_TABLE_JSON).expect("windows").table_name,
+            "callcat-windows"
+        );
     }
 
     #[test]
@@ -220,7 +250,10 @@ mod tests {
             assert!(names.contains(&i), "{i} missing");
         }
         for a in [attr::PK, attr::DUE_AT, attr::DUE_SHARD, attr::VIEW_SORT] {
-            assert!(CALLS_TABLE_JSON.contains(&format!("\"{a}\"")), "{a} missing");
+            assert!(
+                CALLS_TABLE_JSON.contains(&format!("\"{a}\"")),
+                "{a} missing"
+            );
         }
     }
 

@@ -94,7 +94,9 @@ fn parse_head(item: &Item) -> DResult<Head> {
     let bad = |what: &str| DynamoError::Corrupt(format!("transcript head without {what}"));
     Ok(Head {
         version: get_n(item, attr::VERSION).ok_or_else(|| bad("version"))?,
-        owner_key: get_s(item, attr::OWNER).ok_or_else(|| bad("owner"))?.to_owned(),
+        owner_key: get_s(item, attr::OWNER)
+            .ok_or_else(|| bad("owner"))?
+            .to_owned(),
         expires_at_ms: get_n(item, attr::EXPIRES_AT_MS).ok_or_else(|| bad("expiry"))?,
         body: get_s(item, attr::BODY).map(str::to_owned),
         generation: get_s(item, attr::GEN).map(str::to_owned),
@@ -132,6 +134,17 @@ impl DynamoTranscriptStore {
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Creates the transcripts table with its indexes and turns on TTL on `expiresAt` (on-demand billing) if it does not exist, and waits
+    /// until it is active. For development and tests.
+    pub async fn create_table(&self) -> Result<()> {
+        Ok(crate::tables::create_transcripts(&self.ctx.client, &self.table).await?)
+    }
+
+    /// Deletes the table (a missing table is not an error). For tests.
+    pub async fn delete_table(&self) -> Result<()> {
+        Ok(crate::tables::delete_one(&self.ctx.client, &self.table).await?)
     }
 
     /// This store's request and capacity counters.
@@ -229,7 +242,9 @@ impl DynamoTranscriptStore {
     }
 
     async fn delete_pieces(&self, call_id: CallId, generation: &str, chunks: usize) {
-        let keys: Vec<Item> = (0..chunks).map(|i| self.key(call_id, &chunk_sk(generation, i))).collect();
+        let keys: Vec<Item> = (0..chunks)
+            .map(|i| self.key(call_id, &chunk_sk(generation, i)))
+            .collect();
         for group in keys.chunks(CHUNK_PARALLELISM) {
             let results = join_all(group.iter().map(|k| {
                 let req = self
@@ -265,7 +280,10 @@ impl DynamoTranscriptStore {
         head.insert(attr::EXPIRES_AT_MS.into(), n(expires_ms));
         head.insert(
             attr::EXP_SHARD.into(),
-            s(format!("EXP#{}", shard_of(t.call_id.as_uuid(), self.shards))),
+            s(format!(
+                "EXP#{}",
+                shard_of(t.call_id.as_uuid(), self.shards)
+            )),
         );
         head.insert(
             attr::VERSION.into(),
@@ -282,7 +300,10 @@ impl DynamoTranscriptStore {
             let pieces = split(&json, CHUNK_MAX);
             for (group_no, group) in pieces.chunks(CHUNK_PARALLELISM).enumerate() {
                 let results = join_all(group.iter().enumerate().map(|(j, piece)| {
-                    let mut item = self.key(t.call_id, &chunk_sk(&generation, group_no * CHUNK_PARALLELISM + j));
+                    let mut item = self.key(
+                        t.call_id,
+                        &chunk_sk(&generation, group_no * CHUNK_PARALLELISM + j),
+                    );
                     item.insert(attr::BODY.into(), s(*piece));
                     item.insert(attr::EXPIRES_AT.into(), n(ttl));
                     let req = self
@@ -364,7 +385,11 @@ impl DynamoTranscriptStore {
     }
 
     async fn read_head_only(&self, call_id: CallId) -> DResult<Option<Head>> {
-        self.get_head(call_id).await?.as_ref().map(parse_head).transpose()
+        self.get_head(call_id)
+            .await?
+            .as_ref()
+            .map(parse_head)
+            .transpose()
     }
 
     async fn append_inner(
@@ -408,7 +433,11 @@ impl DynamoTranscriptStore {
             return Ok(None);
         }
         let mut e = Expr::new();
-        let cond = format!("{} = {}", e.name(attr::PROVIDER), e.value(s(provider_call_id)));
+        let cond = format!(
+            "{} = {}",
+            e.name(attr::PROVIDER),
+            e.value(s(provider_call_id))
+        );
         let spec = QuerySpec {
             table: self.table.clone(),
             index: Some(index::PROVIDER),
@@ -420,7 +449,8 @@ impl DynamoTranscriptStore {
         };
         let mut seen = HashSet::new();
         for item in self.ctx.query_items(&spec, 25).await? {
-            let Some(id) = get_s(&item, attr::CALL_ID).and_then(|v| v.parse::<CallId>().ok()) else {
+            let Some(id) = get_s(&item, attr::CALL_ID).and_then(|v| v.parse::<CallId>().ok())
+            else {
                 continue;
             };
             if !seen.insert(id) {
@@ -463,7 +493,8 @@ impl DynamoTranscriptStore {
             try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, usize::MAX))).await?;
         let mut deleted = 0u64;
         for item in pages.into_iter().flatten() {
-            let Some(id) = get_s(&item, attr::CALL_ID).and_then(|v| v.parse::<CallId>().ok()) else {
+            let Some(id) = get_s(&item, attr::CALL_ID).and_then(|v| v.parse::<CallId>().ok())
+            else {
                 continue;
             };
             if self.delete_if_expired(id, now_ms).await? {

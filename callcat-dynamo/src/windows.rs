@@ -63,6 +63,17 @@ impl DynamoWindowStore {
         &self.table
     }
 
+    /// Creates the windows table with its index (on-demand billing) if it does not exist, and waits
+    /// until it is active. For development and tests.
+    pub async fn create_table(&self) -> Result<()> {
+        Ok(crate::tables::create_windows(&self.ctx.client, &self.table).await?)
+    }
+
+    /// Deletes the table (a missing table is not an error). For tests.
+    pub async fn delete_table(&self) -> Result<()> {
+        Ok(crate::tables::delete_one(&self.ctx.client, &self.table).await?)
+    }
+
     /// This store's request and capacity counters.
     pub fn metrics(&self) -> std::sync::Arc<DynamoMetrics> {
         self.ctx.metrics.clone()

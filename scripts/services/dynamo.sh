@@ -1,6 +1,13 @@
 # shellcheck shell=bash
-# Starts a DynamoDB emulator (moto_server) on a free loopback port for the
+# Starts a DynamoDB emulator (moto's server) on a free loopback port for the
 # callcat-dynamo tests. Sourced by scripts/test, which provides $ROOT and on_exit.
+#
+# Why not plain `moto_server`: it serves requests on many threads without a lock
+# around DynamoDB operations, so two conditional writes on the same item can both
+# pass their condition (real DynamoDB makes each conditional write atomic). The
+# claim tests rely on that atomicity, so we run the same moto WSGI app under
+# werkzeug with one lock around each request: requests are handled one at a time,
+# as atomically as DynamoDB handles each item.
 
 MOTO_VERSION=5.2.5
 
@@ -20,7 +27,32 @@ start_dynamo() {
   port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
   local log="$ROOT/target/moto-server.log"
   mkdir -p "$(dirname "$log")"
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  cat >"$venv/moto_serialized.py" <<'PY'
+import os
+import sys
+import threading
+
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+
+
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+
+
+run_simple(host, port, serialized, threaded=True, request_handler=MotoRequestHandler)
+PY
+  "$py" "$venv/moto_serialized.py" 127.0.0.1 "$port" >"$log" 2>&1 &
   local pid=$!
   on_exit "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
 

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
 use super::DynamoCallStore;
-use super::item::{CLAIMABLE, attr, call_from_item, call_item, call_pk, due_shard, index, update_expression};
+use super::item::{
+    CLAIMABLE, attr, call_from_item, call_item, call_pk, due_shard, index, update_expression,
+};
 use crate::client::{Expr, QuerySpec, get_n, n, s};
 use crate::error::{DResult, DynamoError};
 use crate::metrics::OpKind;
@@ -63,7 +65,8 @@ impl DynamoCallStore {
         let specs: Vec<QuerySpec> = (0..self.shards)
             .map(|sh| self.due_spec(sh, Some(now_ms)))
             .collect();
-        let pages = try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, per_shard))).await?;
+        let pages =
+            try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, per_shard))).await?;
         let maybe_more = pages.iter().any(|p| p.len() >= per_shard);
         let mut out = Vec::new();
         for item in pages.into_iter().flatten() {
@@ -98,10 +101,7 @@ impl DynamoCallStore {
         let item = call_item(&next, self.shards)?;
         let mut e = Expr::new();
         let update = update_expression(&item, &mut e);
-        let statuses: Vec<String> = CLAIMABLE
-            .iter()
-            .map(|st| e.value(s(st.as_str())))
-            .collect();
+        let statuses: Vec<String> = CLAIMABLE.iter().map(|st| e.value(s(st.as_str()))).collect();
         let cond = format!(
             "{ver} = {v} AND {st} IN ({list}) AND {due} <= {now}",
             ver = e.name(attr::VERSION),
@@ -156,7 +156,9 @@ impl DynamoCallStore {
                 .into_iter()
                 .filter(|c| {
                     c.call.status.is_claimable()
-                        && c.call.next_action_at.is_some_and(|t| t.timestamp_millis() <= now_ms)
+                        && c.call
+                            .next_action_at
+                            .is_some_and(|t| t.timestamp_millis() <= now_ms)
                 })
                 .take(want)
                 .collect();

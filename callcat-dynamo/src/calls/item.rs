@@ -184,8 +184,8 @@ pub(crate) fn update_expression(item: &Item, e: &mut Expr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, Utc};
     use callcat_core::{CallTemplate, Limits, NewCall, PhoneNumber};
+    use chrono::{DateTime, Utc};
 
     fn call() -> Call {
         let now = DateTime::<Utc>::from_timestamp_millis(1_700_000_000_123).expect("valid");
@@ -212,6 +212,9 @@ mod tests {
         let expr = update_expression(&item, &mut e);
         assert!(expr.starts_with("SET "));
         assert!(expr.contains(" REMOVE "), "{expr}");
-        assert!(!expr.contains("status"), "reserved words go through names: {expr}");
+        assert!(
+            !expr.contains("status"),
+            "reserved words go through names: {expr}"
+        );
     }
 }

@@ -9,9 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 
 use super::DynamoCallStore;
-use super::item::{
-    active_shard, attr, call_from_item, call_pk, index, owner_view, tenant_key,
-};
+use super::item::{active_shard, attr, call_from_item, call_pk, index, owner_view, tenant_key};
 use crate::client::{Expr, QuerySpec, get_s, page_limit, s};
 use crate::error::{DResult, DynamoError};
 use crate::keys::{just_after, ms_key, time_id_key, time_id_key_ms};
@@ -62,7 +60,13 @@ fn parse_all(items: Vec<crate::client::Item>) -> DResult<Vec<Call>> {
 }
 
 impl DynamoCallStore {
-    fn spec(&self, index: &'static str, key_condition: String, expr: Expr, forward: bool) -> QuerySpec {
+    fn spec(
+        &self,
+        index: &'static str,
+        key_condition: String,
+        expr: Expr,
+        forward: bool,
+    ) -> QuerySpec {
         QuerySpec {
             table: self.table.clone(),
             index: Some(index),
@@ -101,9 +105,9 @@ impl DynamoCallStore {
             ),
             None => pk,
         };
-        let filter = query.status.map(|st| {
-            format!("{} = {}", e.name(attr::STATUS), e.value(s(st.as_str())))
-        });
+        let filter = query
+            .status
+            .map(|st| format!("{} = {}", e.name(attr::STATUS), e.value(s(st.as_str()))));
         let mut spec = self.spec(index::OWNER_VIEW, cond, e, forward);
         spec.filter = filter;
         let calls = parse_all(self.ctx.query_items(&spec, limit + 1).await?)?;
@@ -114,7 +118,10 @@ impl DynamoCallStore {
         Ok(page(calls, limit, key))
     }
 
-    pub(super) async fn find_by_provider_inner(&self, provider_call_id: &str) -> DResult<Option<Call>> {
+    pub(super) async fn find_by_provider_inner(
+        &self,
+        provider_call_id: &str,
+    ) -> DResult<Option<Call>> {
         if provider_call_id.is_empty() {
             return Ok(None);
         }
@@ -160,20 +167,29 @@ impl DynamoCallStore {
                 e.value(s(tenant_key(tenant.as_str())))
             );
             if let Some(a) = &after {
-                cond = format!("{cond} AND {} > {}", e.name(attr::ACTIVE_SORT), e.value(s(a.clone())));
+                cond = format!(
+                    "{cond} AND {} > {}",
+                    e.name(attr::ACTIVE_SORT),
+                    e.value(s(a.clone()))
+                );
             }
-            let filter = owner.map(|o| format!("{} = {}", e.name(attr::OWNER), e.value(s(o.key()))));
+            let filter =
+                owner.map(|o| format!("{} = {}", e.name(attr::OWNER), e.value(s(o.key()))));
             let mut spec = self.spec(index::ACTIVE_TENANT, cond, e, true);
             spec.filter = filter;
             spec
         };
         let mut calls = match scope {
-            ActiveScope::Tenant(t) => {
-                parse_all(self.ctx.query_items(&tenant_spec(t, None), limit + 1).await?)?
-            }
-            ActiveScope::Owner(o) => {
-                parse_all(self.ctx.query_items(&tenant_spec(&o.tenant, Some(o)), limit + 1).await?)?
-            }
+            ActiveScope::Tenant(t) => parse_all(
+                self.ctx
+                    .query_items(&tenant_spec(t, None), limit + 1)
+                    .await?,
+            )?,
+            ActiveScope::Owner(o) => parse_all(
+                self.ctx
+                    .query_items(&tenant_spec(&o.tenant, Some(o)), limit + 1)
+                    .await?,
+            )?,
             ActiveScope::All => {
                 let specs: Vec<QuerySpec> = (0..self.shards)
                     .map(|n| {
@@ -193,7 +209,9 @@ impl DynamoCallStore {
                         self.spec(index::ACTIVE_SHARD, cond, e, true)
                     })
                     .collect();
-                let pages = try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, limit + 1))).await?;
+                let pages =
+                    try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, limit + 1)))
+                        .await?;
                 let mut all = parse_all(pages.into_iter().flatten().collect())?;
                 all.sort_by(|a, b| {
                     time_id_key(a.scheduled_for, &a.id).cmp(&time_id_key(b.scheduled_for, &b.id))

@@ -45,7 +45,9 @@ impl std::fmt::Debug for DynamoCallStore {
     }
 }
 
-fn item_key(pk: String) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+fn item_key(
+    pk: String,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     std::collections::HashMap::from([(attr::PK.to_owned(), s(pk))])
 }
 
@@ -54,7 +56,9 @@ fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> DynamoError {
 }
 
 /// Which transaction items failed their condition, when DynamoDB says.
-fn canceled_reasons(err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>) -> Option<Vec<bool>> {
+fn canceled_reasons(
+    err: &SdkError<TransactWriteItemsError, impl std::fmt::Debug>,
+) -> Option<Vec<bool>> {
     match err.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(e))
             if !e.cancellation_reasons().is_empty() =>
@@ -95,6 +99,17 @@ impl DynamoCallStore {
     /// The table name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Creates the calls table with its six indexes (on-demand billing) if it does not exist, and waits
+    /// until it is active. For development and tests.
+    pub async fn create_table(&self) -> Result<()> {
+        Ok(crate::tables::create_calls(&self.ctx.client, &self.table).await?)
+    }
+
+    /// Deletes the table (a missing table is not an error). For tests.
+    pub async fn delete_table(&self) -> Result<()> {
+        Ok(crate::tables::delete_one(&self.ctx.client, &self.table).await?)
     }
 
     /// The number of due and active index shards.
@@ -173,8 +188,10 @@ impl DynamoCallStore {
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
-    ) -> std::result::Result<(), SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>>
-    {
+    ) -> std::result::Result<
+        (),
+        SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    > {
         let req = self
             .ctx
             .client
@@ -615,7 +632,9 @@ impl CallStore for DynamoCallStore {
         worker: &WorkerId,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Call>> {
-        Ok(self.claim_due_inner(now, limit, worker, lease_until).await?)
+        Ok(self
+            .claim_due_inner(now, limit, worker, lease_until)
+            .await?)
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
