@@ -12,7 +12,7 @@
 MOTO_VERSION=5.2.5
 
 start_dynamo() {
-  local venv="$ROOT/.venv-moto"
+  local venv="$CALLCAT_CACHE/venv-moto-$MOTO_VERSION"
   local py="$venv/bin/python"
   if [ ! -x "$py" ]; then
     python3 -m venv "$venv"
