@@ -1,49 +1,29 @@
 //! The core conformance suite over DynamoDB (moto in `scripts/test`): every case
 //! gets stores over freshly created, uniquely named tables, deleted afterwards.
 //!
-//! The suite's macros need a store from `make`, so they cannot skip: without
-//! `CALLCAT_TEST_DYNAMO_ENDPOINT` outside CI, `make` prints a "skipped" line and
-//! hands out the in-memory store, which keeps the case meaningful but says loudly
-//! that DynamoDB was not exercised. In CI (`CI=true`) a missing endpoint panics.
+//! Without `CALLCAT_TEST_DYNAMO_ENDPOINT` the cases skip with a message outside
+//! CI; in CI (`CI=true`) a missing endpoint panics.
 
 mod common;
 
 use std::sync::Arc;
 
-use callcat_core::{
-    CallStore, InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore, TranscriptStore,
-    WindowStore,
-};
+use callcat_core::{CallStore, TranscriptStore, WindowStore};
 use common::{Dropping, test_stores};
 
-async fn make_calls() -> Arc<dyn CallStore> {
-    match test_stores().await {
-        Some(s) => Arc::new(Dropping::new(s.calls.clone(), s)),
-        None => {
-            eprintln!("DynamoDB not exercised: this case ran against InMemoryCallStore");
-            Arc::new(InMemoryCallStore::new())
-        }
-    }
+async fn make_calls() -> Option<Arc<dyn CallStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.calls.clone(), s)))
 }
 
-async fn make_transcripts() -> Arc<dyn TranscriptStore> {
-    match test_stores().await {
-        Some(s) => Arc::new(Dropping::new(s.transcripts.clone(), s)),
-        None => {
-            eprintln!("DynamoDB not exercised: this case ran against InMemoryTranscriptStore");
-            Arc::new(InMemoryTranscriptStore::new())
-        }
-    }
+async fn make_transcripts() -> Option<Arc<dyn TranscriptStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.transcripts.clone(), s)))
 }
 
-async fn make_windows() -> Arc<dyn WindowStore> {
-    match test_stores().await {
-        Some(s) => Arc::new(Dropping::new(s.windows.clone(), s)),
-        None => {
-            eprintln!("DynamoDB not exercised: this case ran against InMemoryWindowStore");
-            Arc::new(InMemoryWindowStore::new())
-        }
-    }
+async fn make_windows() -> Option<Arc<dyn WindowStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.windows.clone(), s)))
 }
 
 callcat_core::call_store_conformance_tests!(make_calls);

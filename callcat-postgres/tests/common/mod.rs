@@ -163,15 +163,3 @@ pub fn call_at(owner: &Owner, at: DateTime<Utc>) -> callcat_core::Call {
         .into_call(owner.clone(), t0(), &Limits::default())
         .expect("valid call")
 }
-
-/// Like [`test_db`], for tests that cannot skip (the core conformance macros
-/// take a store-making function with no way to skip): fails when unset.
-pub async fn required_test_db() -> TestDb {
-    match test_db().await {
-        Some(db) => db,
-        None => panic!(
-            "{URL_VAR} is not set: the PostgreSQL conformance suite needs a database \
-             (scripts/test starts one and sets it)"
-        ),
-    }
-}
