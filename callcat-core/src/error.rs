@@ -70,6 +70,7 @@ pub struct Error {
     source_name: Option<&'static str>,
     retry_after: Option<Duration>,
     retryable: Option<bool>,
+    maybe_delivered: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -87,6 +88,7 @@ impl Error {
             source_name: None,
             retry_after: None,
             retryable: None,
+            maybe_delivered: false,
             source: None,
         }
     }
@@ -138,6 +140,19 @@ impl Error {
     pub fn with_retryable(mut self, retryable: bool) -> Self {
         self.retryable = Some(retryable);
         self
+    }
+
+    /// Marks a failed request that may nevertheless have reached the other side
+    /// (a timeout after the request was sent). A dial failing this way is never
+    /// retried blindly: the scheduler reconciles or fails it (at-most-once).
+    pub fn with_maybe_delivered(mut self) -> Self {
+        self.maybe_delivered = true;
+        self
+    }
+
+    /// Whether the failed request may have reached the other side anyway.
+    pub fn maybe_delivered(&self) -> bool {
+        self.maybe_delivered
     }
 
     /// Attaches the underlying error.

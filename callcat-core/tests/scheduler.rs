@@ -714,3 +714,65 @@ async fn shutdown_stops_claiming_and_finishes_in_flight_dials() {
     assert_eq!(h.get(late.id).await.status, CallStatus::Scheduled);
     assert_eq!(h.sim.dial_count(late.id), 0);
 }
+
+/// Places the call, then loses the answer (a timeout after sending).
+struct TimesOutAfterSending {
+    sim: Simulator,
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for TimesOutAfterSending {
+    fn name(&self) -> &str {
+        "times-out"
+    }
+    fn capabilities(&self) -> callcat_core::ProviderCapabilities {
+        self.sim.capabilities()
+    }
+    async fn place_call(&self, call: &Call) -> callcat_core::Result<callcat_core::DialAccepted> {
+        self.sim.place_call(call).await?;
+        Err(callcat_core::Error::unavailable("request timed out").with_maybe_delivered())
+    }
+    async fn fetch_call(&self, id: &str) -> callcat_core::Result<callcat_core::ProviderCall> {
+        self.sim.fetch_call(id).await
+    }
+    async fn end_call(&self, id: &str) -> callcat_core::Result<()> {
+        self.sim.end_call(id).await
+    }
+    async fn find_by_call_id(
+        &self,
+        id: CallId,
+    ) -> callcat_core::Result<Option<callcat_core::ProviderCall>> {
+        self.sim.find_by_call_id(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_dial_whose_answer_was_lost_is_reconciled_or_failed_never_redialed() {
+    for lookup in [true, false] {
+        let h = harness(SimulatorConfig {
+            lookup_by_call_id: lookup,
+            ..SimulatorConfig::default()
+        });
+        let provider = Arc::new(TimesOutAfterSending { sim: h.sim.clone() });
+        let sched = h.scheduler(|b| b.provider(provider));
+        let c = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+        let r = sched.tick().await.expect("tick");
+        let after = h.get(c.id).await;
+        if lookup {
+            assert_eq!(r.reconciled, 1, "{r:?}");
+            assert_eq!(after.status, CallStatus::Ringing);
+        } else {
+            assert_eq!(r.failed, 1, "{r:?}");
+            assert_eq!(after.status, CallStatus::Failed);
+            assert!(
+                after
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("at-most-once"))
+            );
+        }
+        h.clock.set(secs(3600));
+        sched.tick().await.expect("later tick");
+        assert_eq!(h.sim.dial_count(c.id), 1, "lookup={lookup}");
+    }
+}

@@ -73,12 +73,18 @@ impl From<RetellError> for Error {
             RetellError::Unauthorized { .. } => Error::new(ErrorKind::Unauthorized, message),
             RetellError::NotFound { .. } => Error::new(ErrorKind::NotFound, message),
             RetellError::Rejected { .. } => Error::new(ErrorKind::Rejected, message),
-            RetellError::Timeout(_) | RetellError::Connect(_) | RetellError::Transport(_) => {
-                Error::new(ErrorKind::Unavailable, message)
+            // The request never left: safe to retry.
+            RetellError::Connect(_) => Error::new(ErrorKind::Unavailable, message),
+            // Sent, answer lost: Retell may have placed the call, so the scheduler
+            // reconciles or fails it instead of dialing again.
+            RetellError::Timeout(_) | RetellError::Transport(_) => {
+                Error::new(ErrorKind::Unavailable, message).with_maybe_delivered()
             }
-            RetellError::Decode(_) | RetellError::Client(_) => {
-                Error::new(ErrorKind::Internal, message)
+            // A success answer that does not parse: the call may exist.
+            RetellError::Decode(_) => {
+                Error::new(ErrorKind::Internal, message).with_maybe_delivered()
             }
+            RetellError::Client(_) => Error::new(ErrorKind::Internal, message),
             RetellError::Invalid { field, .. } => Error::validation(*field, message),
         };
         err.with_source_name(SOURCE).with_source(e)

@@ -236,9 +236,17 @@ fn transport_error(e: reqwest::Error) -> Error {
     } else {
         "request failed"
     };
-    Error::unavailable(format!("Twilio {what}: {e}"))
+    let connect = e.is_connect();
+    let err = Error::unavailable(format!("Twilio {what}: {e}"))
         .with_source_name(SOURCE)
-        .with_source(e)
+        .with_source(e);
+    // Anything but a failed connect may have reached Twilio: a dial failing so is
+    // reconciled or failed by the scheduler, never sent again blindly.
+    if connect {
+        err
+    } else {
+        err.with_maybe_delivered()
+    }
 }
 
 /// Maps a non-success response to callcat's error kinds.

@@ -12,7 +12,7 @@
 PRISM_VERSION=5.16.0
 
 start_prism() {
-  local prefix="$ROOT/.cache/prism"
+  local prefix="$CALLCAT_CACHE/prism-$PRISM_VERSION"
   local bin="$prefix/node_modules/.bin/prism"
   local spec="$ROOT/../shared/specs/twilio_api_v2010.json"
   local installed=""

@@ -442,6 +442,15 @@ async fn failed_dial(
     e: crate::Error,
     now: DateTime<Utc>,
 ) -> Result<DispatchResult> {
+    if e.maybe_delivered() {
+        // The provider may have placed the call: never dial again blindly.
+        tracing::warn!(call_id = %started.id, error = %e, "dial outcome unknown; reconciling");
+        match recover(inner, started.clone()).await? {
+            Recovery::Done(r) => return Ok(r),
+            // The provider is sure it has no such call: an ordinary failed dial.
+            Recovery::DialAgain(_) => {}
+        }
+    }
     let retryable = e.is_retryable();
     let message = e.to_string();
     let decision = if retryable {

@@ -12,6 +12,9 @@
 //! async fn make() -> std::sync::Arc<dyn callcat_core::CallStore> { /* fresh empty store */ }
 //! callcat_core::call_store_conformance_tests!(make);
 //! ```
+//!
+//! A backend whose service may be absent returns `Option<Arc<dyn CallStore>>`
+//! instead ([`TestStore`]); `None` skips the case. In CI it must never return `None`.
 
 pub mod calls;
 pub mod fixtures;
@@ -68,6 +71,26 @@ macro_rules! window_store_conformance_tests {
     };
 }
 
+/// What a conformance `make` function may return: a store, or `Option` of one
+/// where `None` means "this backend's service is not configured here: skip" (a
+/// backend should only return `None` outside CI).
+pub trait TestStore<T> {
+    /// The store, or `None` to skip.
+    fn into_test_store(self) -> Option<T>;
+}
+
+impl<T> TestStore<T> for T {
+    fn into_test_store(self) -> Option<T> {
+        Some(self)
+    }
+}
+
+impl<T> TestStore<T> for Option<T> {
+    fn into_test_store(self) -> Option<T> {
+        self
+    }
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
@@ -75,7 +98,9 @@ macro_rules! __conformance_cases {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let store = $make().await;
+                let Some(store) = $crate::testing::TestStore::into_test_store($make().await) else {
+                    return;
+                };
                 $crate::testing::$module::$case(store).await;
             }
         )+

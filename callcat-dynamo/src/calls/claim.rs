@@ -1,0 +1,213 @@
+//! Claims over the sharded due index.
+//!
+//! A call is in the due index (`dueShard = DUE#<n>`, `dueAt = next_action_at` in
+//! epoch ms) exactly while it is claimable. A claimer queries every shard in
+//! parallel for `dueAt <= now`, merges the candidates earliest first, and takes
+//! each with one conditional UpdateItem: the stored version must still be the one
+//! it read, the status claimable and `dueAt <= now`. The update writes the claimed
+//! record, which moves `dueAt` to the lease expiry. A failed condition means another
+//! worker won that call: it is skipped. So no call is ever claimed twice, and the
+//! claims spread over `shards` partitions instead of one hot one.
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
+use callcat_core::{Call, CallId, CallStatus, Lease, WorkerId};
+use chrono::{DateTime, Utc};
+use futures::future::{join_all, try_join_all};
+
+use super::DynamoCallStore;
+use super::item::{
+    CLAIMABLE, attr, call_from_item, call_item, call_pk, due_shard, index, update_expression,
+};
+use crate::client::{Expr, QuerySpec, get_n, n, s};
+use crate::error::{DResult, DynamoError};
+use crate::metrics::OpKind;
+
+/// Query-and-claim rounds per `claim_due`: after losing races, a claimer looks again
+/// (the winners' calls have left the due range) a bounded number of times.
+const ROUNDS: usize = 3;
+
+struct Candidate {
+    due_ms: i64,
+    call: Call,
+}
+
+impl DynamoCallStore {
+    fn due_spec(&self, shard: u32, now_ms: Option<i64>) -> QuerySpec {
+        let mut e = Expr::new();
+        let mut cond = format!(
+            "{} = {}",
+            e.name(attr::DUE_SHARD),
+            e.value(s(due_shard(shard)))
+        );
+        if let Some(now) = now_ms {
+            cond = format!("{cond} AND {} <= {}", e.name(attr::DUE_AT), e.value(n(now)));
+        }
+        QuerySpec {
+            table: self.table.clone(),
+            index: Some(index::DUE),
+            key_condition: cond,
+            filter: None,
+            expr: e,
+            forward: true,
+            consistent: false,
+        }
+    }
+
+    /// Due candidates from every shard, earliest first, without the ones in `skip`.
+    async fn due_candidates(
+        &self,
+        now_ms: i64,
+        per_shard: usize,
+        skip: &HashSet<CallId>,
+    ) -> DResult<(Vec<Candidate>, bool)> {
+        let specs: Vec<QuerySpec> = (0..self.shards)
+            .map(|sh| self.due_spec(sh, Some(now_ms)))
+            .collect();
+        let pages =
+            try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, per_shard))).await?;
+        let maybe_more = pages.iter().any(|p| p.len() >= per_shard);
+        let mut out = Vec::new();
+        for item in pages.into_iter().flatten() {
+            let call = call_from_item(&item)?;
+            if skip.contains(&call.id) {
+                continue;
+            }
+            let due_ms = get_n::<i64>(&item, attr::DUE_AT).unwrap_or(i64::MAX);
+            out.push(Candidate { due_ms, call });
+        }
+        out.sort_by_key(|c| (c.due_ms, c.call.id));
+        Ok((out, maybe_more))
+    }
+
+    /// Takes one candidate; `Ok(None)` when another worker got it first.
+    async fn claim_one(
+        &self,
+        current: &Call,
+        now: DateTime<Utc>,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+    ) -> DResult<Option<Call>> {
+        let mut next = current.clone();
+        next.status = CallStatus::Dispatching;
+        next.lease = Some(Lease {
+            worker: worker.clone(),
+            expires_at: lease_until,
+        });
+        next.next_action_at = Some(lease_until);
+        next.version = current.version + 1;
+        next.updated_at = now;
+        let item = call_item(&next, self.shards)?;
+        let mut e = Expr::new();
+        let update = update_expression(&item, &mut e);
+        let statuses: Vec<String> = CLAIMABLE.iter().map(|st| e.value(s(st.as_str()))).collect();
+        let cond = format!(
+            "{ver} = {v} AND {st} IN ({list}) AND {due} <= {now}",
+            ver = e.name(attr::VERSION),
+            v = e.value(n(current.version)),
+            st = e.name(attr::STATUS),
+            list = statuses.join(", "),
+            due = e.name(attr::DUE_AT),
+            now = e.value(AttributeValue::N(now.timestamp_millis().to_string())),
+        );
+        let req = self
+            .ctx
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(call_pk(current.id)))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        match self.ctx.send(OpKind::Write, req).await {
+            Ok(_) => Ok(Some(next)),
+            Err(err) => match DynamoError::sdk("UpdateItem", err) {
+                DynamoError::Conflict(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub(super) async fn claim_due_inner(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+    ) -> DResult<Vec<Call>> {
+        let now_ms = now.timestamp_millis();
+        let limit = limit as usize;
+        let mut claimed: Vec<(i64, Call)> = Vec::new();
+        let mut first_error: Option<DynamoError> = None;
+        let mut tried: HashSet<CallId> = HashSet::new();
+        for _ in 0..ROUNDS {
+            let want = limit - claimed.len();
+            if want == 0 {
+                break;
+            }
+            // Calls tried before may still show in the (eventually consistent) index.
+            let per_shard = (want + tried.len()).min(1000);
+            let (candidates, maybe_more) = self.due_candidates(now_ms, per_shard, &tried).await?;
+            let batch: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|c| {
+                    c.call.status.is_claimable()
+                        && c.call
+                            .next_action_at
+                            .is_some_and(|t| t.timestamp_millis() <= now_ms)
+                })
+                .take(want)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            tried.extend(batch.iter().map(|c| c.call.id));
+            let results = join_all(
+                batch
+                    .iter()
+                    .map(|c| self.claim_one(&c.call, now, worker, lease_until)),
+            )
+            .await;
+            let mut lost = false;
+            for (cand, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(Some(call)) => claimed.push((cand.due_ms, call)),
+                    Ok(None) => lost = true,
+                    Err(e) => {
+                        tracing::warn!(call_id = %cand.call.id, error = %e, "claim failed");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+            if !lost && !maybe_more {
+                break;
+            }
+        }
+        // Calls already claimed must reach the caller even if another claim failed.
+        if claimed.is_empty()
+            && let Some(e) = first_error
+        {
+            return Err(e);
+        }
+        claimed.sort_by_key(|(due, c)| (*due, c.id));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    pub(super) async fn next_due_at_inner(&self) -> DResult<Option<DateTime<Utc>>> {
+        let specs: Vec<QuerySpec> = (0..self.shards).map(|sh| self.due_spec(sh, None)).collect();
+        let pages = try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, 1))).await?;
+        Ok(pages
+            .iter()
+            .flatten()
+            .filter_map(|item| get_n::<i64>(item, attr::DUE_AT))
+            .min()
+            .and_then(DateTime::from_timestamp_millis))
+    }
+}

@@ -1,0 +1,31 @@
+//! The core conformance suite over DynamoDB (moto in `scripts/test`): every case
+//! gets stores over freshly created, uniquely named tables, deleted afterwards.
+//!
+//! Without `CALLCAT_TEST_DYNAMO_ENDPOINT` the cases skip with a message outside
+//! CI; in CI (`CI=true`) a missing endpoint panics.
+
+mod common;
+
+use std::sync::Arc;
+
+use callcat_core::{CallStore, TranscriptStore, WindowStore};
+use common::{Dropping, test_stores};
+
+async fn make_calls() -> Option<Arc<dyn CallStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.calls.clone(), s)))
+}
+
+async fn make_transcripts() -> Option<Arc<dyn TranscriptStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.transcripts.clone(), s)))
+}
+
+async fn make_windows() -> Option<Arc<dyn WindowStore>> {
+    let s = test_stores().await?;
+    Some(Arc::new(Dropping::new(s.windows.clone(), s)))
+}
+
+callcat_core::call_store_conformance_tests!(make_calls);
+callcat_core::transcript_store_conformance_tests!(make_transcripts);
+callcat_core::window_store_conformance_tests!(make_windows);
