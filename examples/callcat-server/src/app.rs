@@ -15,6 +15,8 @@ use callcat_core::{
     SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
     WindowPlanner,
 };
+use callcat_dynamo::DynamoStores;
+use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
 use callcat_retell::RetellProvider;
 use callcat_twilio::TwilioProvider;
 use tokio::sync::watch;
@@ -22,7 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::JwtKeys;
-use crate::config::{Config, ConfigError, StoreConfig, TelephonyConfig};
+use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
 use crate::error::json_errors;
 use crate::metrics::Metrics;
 use crate::routes;
@@ -189,12 +191,12 @@ impl ServerBuilder {
         self.poller.validate()?;
         self.sweeper.validate()?;
         let base_url = self.config.base_url();
-        let stores = match self.stores {
-            Some(s) => s,
-            None => open_stores(&self.config).await?,
+        let wakeup = Wakeup::new();
+        let (stores, pg_listener) = match self.stores {
+            Some(s) => (s, None),
+            None => open_stores(&self.config, &wakeup).await?,
         };
         let bus = UpdateBus::default();
-        let wakeup = Wakeup::new();
         let mut retell = None;
         let mut twilio = None;
         let mut simulator = None;
@@ -303,6 +305,7 @@ impl ServerBuilder {
             poller: self.poller,
             sweeper: self.sweeper,
             metrics_task: Box::pin(metrics_task),
+            pg_listener,
         };
         Ok(Server::new(
             router(state.clone(), self.body_limit),
@@ -316,19 +319,58 @@ impl ServerBuilder {
     }
 }
 
-async fn open_stores(config: &Config) -> Result<Stores, StartError> {
+/// Opens the configured store. For PostgreSQL the schema is migrated and a
+/// LISTEN/NOTIFY listener relays wake-ups from other processes (keep it alive).
+async fn open_stores(
+    config: &Config,
+    wakeup: &Wakeup,
+) -> Result<(Stores, Option<PostgresWakeupListener>), StartError> {
     match &config.store {
-        StoreConfig::Memory => Ok(in_memory_stores()),
-        StoreConfig::Postgres { .. } => Err(callcat_core::Error::new(
-            callcat_core::ErrorKind::Unsupported,
-            "CALLCAT_STORE=postgres: the PostgreSQL store is not part of this build yet",
-        )
-        .into()),
-        StoreConfig::Dynamo { .. } => Err(callcat_core::Error::new(
-            callcat_core::ErrorKind::Unsupported,
-            "CALLCAT_STORE=dynamo: the DynamoDB store is not part of this build yet",
-        )
-        .into()),
+        StoreConfig::Memory => Ok((in_memory_stores(), None)),
+        StoreConfig::Postgres {
+            database_url,
+            schema,
+        } => {
+            let mut options = PostgresOptions::new();
+            if let Some(s) = schema {
+                options = options.schema(s.as_str());
+            }
+            let pg = PostgresStore::connect_with(database_url.expose(), options).await?;
+            pg.migrate().await?;
+            let listener = pg.wakeup_listener(wakeup.clone()).await?;
+            Ok((pg.stores(), Some(listener)))
+        }
+        StoreConfig::Dynamo(d) => {
+            let DynamoConfig {
+                endpoint,
+                calls_table,
+                transcripts_table,
+                windows_table,
+                create_tables,
+                region,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } = &**d;
+            let mut b = DynamoStores::builder()
+                .region(region.as_str())
+                .credentials(
+                    access_key_id.as_str(),
+                    secret_access_key.expose(),
+                    session_token.as_ref().map(|t| t.expose().to_owned()),
+                )
+                .calls_table(calls_table.as_str())
+                .transcripts_table(transcripts_table.as_str())
+                .windows_table(windows_table.as_str());
+            if let Some(u) = endpoint {
+                b = b.endpoint_url(u.as_str().trim_end_matches('/'));
+            }
+            let dynamo = b.build()?;
+            if *create_tables {
+                dynamo.create_tables().await?;
+            }
+            Ok((dynamo.stores(), None))
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     ("DATABASE_URL", "PostgreSQL URL (store = postgres)"),
     (
+        "CALLCAT_POSTGRES_SCHEMA",
+        "PostgreSQL schema for callcat's tables (default: search_path)",
+    ),
+    (
         "CALLCAT_DYNAMO_ENDPOINT",
         "DynamoDB endpoint URL (store = dynamo; default: AWS)",
     ),
@@ -188,20 +192,34 @@ pub enum StoreConfig {
     Postgres {
         /// The connection URL (it may hold a password).
         database_url: Secret,
+        /// The schema for callcat's tables (`None`: the connection's search_path).
+        schema: Option<String>,
     },
     /// DynamoDB.
-    Dynamo {
-        /// A custom endpoint (DynamoDB Local), or AWS's.
-        endpoint: Option<Url>,
-        /// Calls table.
-        calls_table: String,
-        /// Transcripts table.
-        transcripts_table: String,
-        /// Windows table.
-        windows_table: String,
-        /// Create the tables at start-up.
-        create_tables: bool,
-    },
+    Dynamo(Box<DynamoConfig>),
+}
+
+/// DynamoDB settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamoConfig {
+    /// A custom endpoint (DynamoDB Local), or AWS's.
+    pub endpoint: Option<Url>,
+    /// Calls table.
+    pub calls_table: String,
+    /// Transcripts table.
+    pub transcripts_table: String,
+    /// Windows table.
+    pub windows_table: String,
+    /// Create the tables at start-up.
+    pub create_tables: bool,
+    /// AWS region.
+    pub region: String,
+    /// AWS access key id.
+    pub access_key_id: String,
+    /// AWS secret access key.
+    pub secret_access_key: Secret,
+    /// AWS session token for temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// Which telephony provider places the calls.
@@ -265,7 +283,8 @@ impl Default for Config {
     }
 }
 
-fn flag_of(var: &str) -> String {
+/// `--listen` for `CALLCAT_LISTEN`, `--database-url` for `DATABASE_URL`.
+pub fn flag_of(var: &str) -> String {
     let name = var.strip_prefix("CALLCAT_").unwrap_or(var);
     format!("--{}", name.to_ascii_lowercase().replace('_', "-"))
 }
@@ -334,8 +353,9 @@ impl Config {
             "memory" => StoreConfig::Memory,
             "postgres" => StoreConfig::Postgres {
                 database_url: Secret::new(required(get, "DATABASE_URL", "CALLCAT_STORE=postgres")?),
+                schema: get("CALLCAT_POSTGRES_SCHEMA"),
             },
-            "dynamo" => StoreConfig::Dynamo {
+            "dynamo" => StoreConfig::Dynamo(Box::new(DynamoConfig {
                 endpoint: get("CALLCAT_DYNAMO_ENDPOINT")
                     .map(|u| parse_url("CALLCAT_DYNAMO_ENDPOINT", &u))
                     .transpose()?,
@@ -349,7 +369,15 @@ impl Config {
                     "CALLCAT_DYNAMO_CREATE_TABLES",
                     get("CALLCAT_DYNAMO_CREATE_TABLES"),
                 )?,
-            },
+                region: get("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: required(get, "AWS_ACCESS_KEY_ID", "CALLCAT_STORE=dynamo")?,
+                secret_access_key: Secret::new(required(
+                    get,
+                    "AWS_SECRET_ACCESS_KEY",
+                    "CALLCAT_STORE=dynamo",
+                )?),
+                session_token: get("AWS_SESSION_TOKEN").map(Secret::new),
+            })),
             other => {
                 return Err(invalid(
                     "CALLCAT_STORE",
@@ -515,6 +543,8 @@ mod tests {
         let e = cfg(&[("CALLCAT_STORE", "postgres")], &[]).unwrap_err();
         assert_eq!(e.setting(), Some("DATABASE_URL"));
         assert!(e.to_string().contains("DATABASE_URL is required"));
+        let e = cfg(&[("CALLCAT_STORE", "dynamo")], &[]).unwrap_err();
+        assert_eq!(e.setting(), Some("AWS_ACCESS_KEY_ID"));
         let e = cfg(&[("CALLCAT_LISTEN", "nope")], &[]).unwrap_err();
         assert_eq!(e.setting(), Some("CALLCAT_LISTEN"));
         let e = cfg(&[("CALLCAT_STORE", "redis")], &[]).unwrap_err();

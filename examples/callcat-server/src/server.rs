@@ -31,6 +31,8 @@ pub(crate) struct Background {
     pub(crate) poller: PollerConfig,
     pub(crate) sweeper: SweeperConfig,
     pub(crate) metrics_task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Relays PostgreSQL NOTIFY wake-ups while it lives.
+    pub(crate) pg_listener: Option<callcat_postgres::PostgresWakeupListener>,
 }
 
 /// An assembled server, ready to [`Server::serve`].
@@ -60,7 +62,7 @@ fn store_name(s: &StoreConfig) -> &'static str {
     match s {
         StoreConfig::Memory => "memory",
         StoreConfig::Postgres { .. } => "postgres",
-        StoreConfig::Dynamo { .. } => "dynamo",
+        StoreConfig::Dynamo(_) => "dynamo",
     }
 }
 
@@ -203,6 +205,7 @@ impl Server {
             StaleCallSweeper::new(bg.ingestor.clone(), bg.provider.clone(), bg.sweeper)?.spawn();
 
         let tx = stop_tx.clone();
+        let pg_listener = bg.pg_listener;
         let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
@@ -211,6 +214,7 @@ impl Server {
             })
             .await;
         let _ = stop_tx.send(true);
+        drop(pg_listener);
         poller.shutdown().await;
         sweeper.shutdown().await;
         tasks.abort_all();
