@@ -256,13 +256,7 @@ pub struct CallDto {
 
 impl From<&Call> for CallDto {
     fn from(c: &Call) -> Self {
-        let dialed_at = c
-            .history
-            .iter()
-            .rev()
-            .find(|a| a.number == c.attempts)
-            .and_then(|a| a.dialed_at)
-            .or(c.dial_started_at);
+        let dialed_at = c.dialed_at();
         CallDto {
             call_id: c.id.to_string(),
             callee_name: c.callee_name.clone(),

@@ -76,6 +76,9 @@ pub fn event_of(u: &CallUpdate) -> Option<Event> {
                     .collect(),
                 partial: *partial,
             }),
+        CallUpdate::Deleted { call_id, .. } => Event::default()
+            .event("call.deleted")
+            .json_data(serde_json::json!({ "callId": call_id.to_string() })),
         _ => return None,
     };
     ev.ok()

@@ -237,10 +237,12 @@ pub async fn create_window(
         created_at: state.clock.now(),
     };
     state.stores.windows.create(&w).await?;
-    // Place its call now if the window is open (idempotent per window and day).
+    // Place its call now if the window is open (idempotent per owner and day), and
+    // let the running planner re-plan its sleep around the new window.
     if let Err(e) = state.planner.plan_once().await {
         tracing::warn!(error = %e, "planning after a new window failed; the planner retries");
     }
+    state.planner.wakeup().wake();
     Ok((StatusCode::CREATED, Json(WindowDto::from(&w))))
 }
 
