@@ -161,11 +161,11 @@ async fn tampered_ciphertext_is_a_crypto_error() {
     store.create(&c).await.expect("create");
     store.tamper(c.id, |record| {
         let sealed = record["phone_number"].as_str().expect("sealed").to_owned();
-        // Flip one character of the base64 body (A <-> B changes one bit).
-        let last = sealed.chars().last().expect("char");
-        let flipped = if last == 'A' { 'B' } else { 'A' };
-        let mut t = sealed[..sealed.len() - 1].to_owned();
-        t.push(flipped);
+        // Change one character in the middle of the base64 body (6 bits of the tag).
+        let mut chars: Vec<char> = sealed.chars().collect();
+        let i = chars.len() - 10;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let t: String = chars.into_iter().collect();
         record["phone_number"] = serde_json::Value::String(t);
     });
     let err = store.get(c.id).await.expect_err("tampered");
