@@ -50,6 +50,36 @@ callcat_core::call_store_conformance_tests!(calls);
 callcat_core::transcript_store_conformance_tests!(transcripts);
 callcat_core::window_store_conformance_tests!(windows);
 
+/// The same suite with a cipher configured: calls and transcript texts sealed.
+mod encrypted {
+    use super::*;
+    use callcat_core::{FieldCipher, MasterKey};
+
+    fn cipher() -> FieldCipher {
+        FieldCipher::new(vec![MasterKey::new(2, [2; 32]), MasterKey::new(1, [1; 32])])
+            .expect("cipher")
+    }
+
+    async fn calls() -> Option<Arc<dyn CallStore>> {
+        let db = common::test_db().await?;
+        Some(Arc::new(Guarded {
+            store: db.store.with_cipher(cipher()).calls(),
+            _guard: db.guard,
+        }))
+    }
+
+    async fn transcripts() -> Option<Arc<dyn TranscriptStore>> {
+        let db = common::test_db().await?;
+        Some(Arc::new(Guarded {
+            store: db.store.with_cipher(cipher()).transcripts(),
+            _guard: db.guard,
+        }))
+    }
+
+    callcat_core::call_store_conformance_tests!(calls);
+    callcat_core::transcript_store_conformance_tests!(transcripts);
+}
+
 #[async_trait::async_trait]
 impl<S: CallStore> CallStore for Guarded<S> {
     fn capabilities(&self) -> StoreCapabilities {
