@@ -451,4 +451,13 @@ impl CallStore for InMemoryCallStore {
             .first()
             .and_then(|(ms, _)| DateTime::from_timestamp_millis(*ms)))
     }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> Result<u32> {
+        // The inherent method answers from the blind phone index.
+        Self::active_calls_to_number(self, scope, number)
+    }
 }

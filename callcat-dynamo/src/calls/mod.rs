@@ -662,4 +662,13 @@ impl CallStore for DynamoCallStore {
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(self.next_due_at_inner().await?)
     }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &callcat_core::PhoneNumber,
+    ) -> Result<u32> {
+        // The inherent method answers from the blind phone index.
+        Self::active_calls_to_number(self, scope, number).await
+    }
 }
