@@ -15,6 +15,7 @@ use callcat_core::{
     SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
     WindowPlanner,
 };
+use callcat_core::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
 use callcat_dynamo::DynamoStores;
 use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
 use callcat_retell::RetellProvider;
@@ -325,13 +326,30 @@ async fn open_stores(
     config: &Config,
     wakeup: &Wakeup,
 ) -> Result<(Stores, Option<PostgresWakeupListener>), StartError> {
+    let cipher = match &config.master_key {
+        Some(keys) => Some(keys.cipher()?),
+        None => None,
+    };
     match &config.store {
-        StoreConfig::Memory => Ok((in_memory_stores(), None)),
+        StoreConfig::Memory => Ok((
+            match cipher {
+                Some(c) => Stores {
+                    calls: Arc::new(InMemoryCallStore::with_cipher(c.clone())),
+                    transcripts: Arc::new(InMemoryTranscriptStore::with_cipher(c)),
+                    windows: Arc::new(InMemoryWindowStore::new()),
+                },
+                None => in_memory_stores(),
+            },
+            None,
+        )),
         StoreConfig::Postgres {
             database_url,
             schema,
         } => {
             let mut options = PostgresOptions::new();
+            if let Some(c) = cipher {
+                options = options.cipher(c);
+            }
             if let Some(s) = schema {
                 options = options.schema(s.as_str());
             }
@@ -364,6 +382,9 @@ async fn open_stores(
                 .windows_table(windows_table.as_str());
             if let Some(u) = endpoint {
                 b = b.endpoint_url(u.as_str().trim_end_matches('/'));
+            }
+            if let Some(c) = cipher {
+                b = b.cipher(c);
             }
             let dynamo = b.build()?;
             if *create_tables {

@@ -155,30 +155,64 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The 32-byte master key for encryption at rest (kept for it; not used yet).
+/// The master key ring for encryption at rest: `CALLCAT_MASTER_KEY` is base64 of
+/// 32 bytes (key id 1), or a rotation list `2:<base64>,1:<base64>` whose first key
+/// encrypts and all decrypt. `Debug` shows key ids only.
 #[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey([u8; 32]);
+pub struct MasterKeys(Vec<(u32, [u8; 32])>);
 
-impl MasterKey {
-    /// Decodes base64 of exactly 32 bytes.
-    pub fn from_base64(s: &str) -> Result<Self, String> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(s.trim())
-            .map_err(|e| format!("not base64: {e}"))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| format!("decodes to {} bytes; 32 are needed", b.len()))?;
-        Ok(MasterKey(key))
+impl MasterKeys {
+    /// Parses the setting.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let decode = |b64: &str| -> Result<[u8; 32], String> {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| format!("not base64: {e}"))?;
+            bytes
+                .try_into()
+                .map_err(|b: Vec<u8>| format!("decodes to {} bytes; 32 are needed", b.len()))
+        };
+        let mut keys = Vec::new();
+        if !s.contains(':') {
+            keys.push((1, decode(s)?));
+        } else {
+            for part in s.split(',') {
+                let (id, b64) = part
+                    .split_once(':')
+                    .ok_or_else(|| "use <base64> or <id>:<base64>,<id>:<base64>".to_owned())?;
+                let id: u32 = id
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("key id {id:?} is not a number"))?;
+                if keys.iter().any(|(k, _)| *k == id) {
+                    return Err(format!("key id {id} appears twice"));
+                }
+                keys.push((id, decode(b64)?));
+            }
+        }
+        Ok(MasterKeys(keys))
     }
-    /// The key bytes.
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
+
+    /// The cipher over this ring.
+    pub fn cipher(&self) -> callcat_core::Result<callcat_core::FieldCipher> {
+        callcat_core::FieldCipher::new(
+            self.0
+                .iter()
+                .map(|(id, k)| callcat_core::MasterKey::new(*id, *k))
+                .collect(),
+        )
+    }
+
+    /// The id of the key that encrypts.
+    pub fn current_id(&self) -> Option<u32> {
+        self.0.first().map(|(id, _)| *id)
     }
 }
 
-impl fmt::Debug for MasterKey {
+impl fmt::Debug for MasterKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MasterKey(<redacted>)")
+        let ids: Vec<u32> = self.0.iter().map(|(id, _)| *id).collect();
+        write!(f, "MasterKeys(ids {ids:?}, <redacted>)")
     }
 }
 
@@ -266,7 +300,7 @@ pub struct Config {
     /// The JWT secret; `None` is development mode (one is generated).
     pub jwt_secret: Option<Secret>,
     /// The master key for encryption at rest.
-    pub master_key: Option<MasterKey>,
+    pub master_key: Option<MasterKeys>,
 }
 
 impl Default for Config {
@@ -449,7 +483,7 @@ impl Config {
         }
         if let Some(k) = get("CALLCAT_MASTER_KEY") {
             c.master_key =
-                Some(MasterKey::from_base64(&k).map_err(|r| invalid("CALLCAT_MASTER_KEY", r))?);
+                Some(MasterKeys::parse(&k).map_err(|r| invalid("CALLCAT_MASTER_KEY", r))?);
         }
         Ok(c)
     }
@@ -609,6 +643,12 @@ mod tests {
             assert!(!d.contains(secret), "{secret} leaked in {d}");
         }
         assert!(!d.contains("+14155552671"));
-        assert_eq!(c.master_key.unwrap().bytes(), &[7u8; 32]);
+        let keys = c.master_key.unwrap();
+        assert_eq!(keys, MasterKeys(vec![(1, [7u8; 32])]));
+        assert_eq!(keys.cipher().unwrap().current_key_id(), 1);
+        let ring = MasterKeys::parse(&format!("2:{key},1:{key}")).unwrap();
+        assert_eq!(ring.current_id(), Some(2));
+        assert!(MasterKeys::parse(&format!("1:{key},1:{key}")).is_err());
+        assert!(MasterKeys::parse("x:AAAA").is_err());
     }
 }
