@@ -18,8 +18,11 @@
 
 pub mod calls;
 pub mod fixtures;
+mod keep_alive;
 pub mod transcripts;
 pub mod windows;
+
+pub use keep_alive::KeepAlive;
 
 /// Expands to one `#[tokio::test]` per [`calls`] case over the store `$make().await`.
 #[macro_export]
