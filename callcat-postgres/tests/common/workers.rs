@@ -189,10 +189,15 @@ pub fn required_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("worker started without {var}"))
 }
 
-/// Worker side: tells the parent this worker is set up, then blocks until it says go.
-pub async fn ready_then_wait_for_go() {
+/// Worker side: tells the parent this worker is set up.
+pub fn announce_ready() {
     println!("{READY}");
     std::io::stdout().flush().expect("flush stdout");
+}
+
+/// Worker side: tells the parent this worker is set up, then blocks until it says go.
+pub async fn ready_then_wait_for_go() {
+    announce_ready();
     tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         std::io::stdin()
