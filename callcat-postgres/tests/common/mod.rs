@@ -163,3 +163,5 @@ pub fn call_at(owner: &Owner, at: DateTime<Utc>) -> callcat_core::Call {
         .into_call(owner.clone(), t0(), &Limits::default())
         .expect("valid call")
 }
+
+pub mod workers;
