@@ -29,6 +29,13 @@ pub enum CallUpdate {
         /// The last segment is a partial (not yet final) result, published live only.
         partial: bool,
     },
+    /// A scheduled call was deleted.
+    Deleted {
+        /// Our call id.
+        call_id: CallId,
+        /// Whose call.
+        owner: Owner,
+    },
 }
 
 impl CallUpdate {
@@ -36,7 +43,7 @@ impl CallUpdate {
     pub fn owner(&self) -> &Owner {
         match self {
             CallUpdate::Call(c) => &c.owner,
-            CallUpdate::Transcript { owner, .. } => owner,
+            CallUpdate::Transcript { owner, .. } | CallUpdate::Deleted { owner, .. } => owner,
         }
     }
 
@@ -44,7 +51,9 @@ impl CallUpdate {
     pub fn call_id(&self) -> CallId {
         match self {
             CallUpdate::Call(c) => c.id,
-            CallUpdate::Transcript { call_id, .. } => *call_id,
+            CallUpdate::Transcript { call_id, .. } | CallUpdate::Deleted { call_id, .. } => {
+                *call_id
+            }
         }
     }
 }

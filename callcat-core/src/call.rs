@@ -319,6 +319,16 @@ impl Call {
             .unwrap_or(self.updated_at)
     }
 
+    /// When the current attempt's dial request was sent.
+    pub fn dialed_at(&self) -> Option<DateTime<Utc>> {
+        self.history
+            .iter()
+            .rev()
+            .find(|a| a.number == self.attempts)
+            .and_then(|a| a.dialed_at)
+            .or(self.dial_started_at)
+    }
+
     /// The attempt record for the current attempt, creating it if needed.
     pub fn current_attempt_mut(&mut self) -> &mut AttemptRecord {
         let n = self.attempts.max(1);

@@ -413,6 +413,102 @@ pub fn open_call(
         .map_err(|e| Error::internal(format!("stored call does not parse: {e}")))
 }
 
+/// The field name (bound as associated data) of sealed transcript segment texts.
+pub const TRANSCRIPT_SEGMENTS_FIELD: &str = "transcript.segments";
+/// The field name (bound as associated data) of a sealed free transcript text.
+pub const TRANSCRIPT_TEXT_FIELD: &str = "transcript.text";
+
+/// Whether a stored string is a sealed value (`cc1.` prefix). Stores open such
+/// values and leave others as they are (written before encryption was enabled).
+pub fn is_sealed(value: &str) -> bool {
+    value.starts_with("cc1.")
+}
+
+fn open_value(
+    cipher: Option<&FieldCipher>,
+    owner: &Owner,
+    field: &str,
+    value: String,
+) -> Result<String> {
+    if !is_sealed(&value) {
+        return Ok(value);
+    }
+    let cipher =
+        cipher.ok_or_else(|| crypto("the record is encrypted but no master key is configured"))?;
+    cipher.decrypt(owner, field, &value)
+}
+
+/// Seals the texts of `segments` for `owner` (field [`TRANSCRIPT_SEGMENTS_FIELD`]);
+/// without a cipher they are returned as they are.
+pub fn seal_segments(
+    owner: &Owner,
+    segments: &[crate::TranscriptSegment],
+    cipher: Option<&FieldCipher>,
+) -> Result<Vec<crate::TranscriptSegment>> {
+    let Some(cipher) = cipher else {
+        return Ok(segments.to_vec());
+    };
+    segments
+        .iter()
+        .map(|s| {
+            let mut sealed = s.clone();
+            sealed.text = cipher.encrypt(owner, TRANSCRIPT_SEGMENTS_FIELD, &s.text)?;
+            Ok(sealed)
+        })
+        .collect()
+}
+
+/// Opens segment texts sealed by [`seal_segments`]; plain texts pass through.
+pub fn open_segments(
+    owner: &Owner,
+    segments: Vec<crate::TranscriptSegment>,
+    cipher: Option<&FieldCipher>,
+) -> Result<Vec<crate::TranscriptSegment>> {
+    segments
+        .into_iter()
+        .map(|mut s| {
+            s.text = open_value(cipher, owner, TRANSCRIPT_SEGMENTS_FIELD, s.text)?;
+            Ok(s)
+        })
+        .collect()
+}
+
+/// Seals a transcript's segment texts and free text under the current key, for
+/// its owner. Ids, timings, roles and the provider call id stay plain.
+pub fn seal_transcript(
+    transcript: &crate::Transcript,
+    cipher: Option<&FieldCipher>,
+) -> Result<crate::Transcript> {
+    let mut out = transcript.clone();
+    let Some(c) = cipher else {
+        return Ok(out);
+    };
+    out.segments = seal_segments(&transcript.owner, &transcript.segments, cipher)?;
+    out.text = transcript
+        .text
+        .as_deref()
+        .map(|t| c.encrypt(&transcript.owner, TRANSCRIPT_TEXT_FIELD, t))
+        .transpose()?;
+    Ok(out)
+}
+
+/// Opens a transcript sealed by [`seal_transcript`]; plain texts pass through.
+/// A sealed text without a cipher, under an unknown key, or tampered with is an
+/// `ErrorKind::Crypto` error.
+pub fn open_transcript(
+    mut transcript: crate::Transcript,
+    cipher: Option<&FieldCipher>,
+) -> Result<crate::Transcript> {
+    let owner = transcript.owner.clone();
+    transcript.segments = open_segments(&owner, std::mem::take(&mut transcript.segments), cipher)?;
+    transcript.text = transcript
+        .text
+        .take()
+        .map(|t| open_value(cipher, &owner, TRANSCRIPT_TEXT_FIELD, t))
+        .transpose()?;
+    Ok(transcript)
+}
+
 #[cfg(test)]
 mod seal_tests {
     use super::*;
@@ -442,6 +538,58 @@ mod seal_tests {
         assert_eq!(
             open_call(plain.record, Some(&cipher)).expect("plain reads"),
             call
+        );
+    }
+
+    #[test]
+    fn transcripts_seal_texts_and_open_back() {
+        use crate::{SpeakerRole, Transcript, TranscriptSegment};
+        let cipher = FieldCipher::new(vec![MasterKey::new(1, [5; 32])]).expect("cipher");
+        let owner = Owner::new("t", "u");
+        let mut t = Transcript::new(crate::CallId::new(), owner.clone(), chrono::Utc::now());
+        t.segments = vec![TranscriptSegment::new(SpeakerRole::User, "my PIN is 4321")];
+        t.text = Some("free text 4321".into());
+        let sealed = seal_transcript(&t, Some(&cipher)).expect("seal");
+        assert!(!format!("{sealed:?}").contains("4321"));
+        assert_eq!(
+            open_transcript(sealed.clone(), Some(&cipher)).expect("open"),
+            t
+        );
+        assert_eq!(
+            open_transcript(sealed.clone(), None)
+                .expect_err("no key")
+                .kind(),
+            ErrorKind::Crypto
+        );
+        let mut moved = sealed;
+        moved.text = Some(moved.segments[0].text.clone());
+        assert_eq!(
+            open_transcript(moved, Some(&cipher))
+                .expect_err("other field")
+                .kind(),
+            ErrorKind::Crypto
+        );
+        assert_eq!(open_transcript(t.clone(), Some(&cipher)).expect("plain"), t);
+        assert_eq!(seal_transcript(&t, None).expect("no cipher"), t);
+    }
+
+    #[test]
+    fn resealing_an_old_record_uses_the_current_key() {
+        let old = FieldCipher::new(vec![MasterKey::new(1, [5; 32])]).expect("cipher");
+        let rotated =
+            FieldCipher::new(vec![MasterKey::new(2, [6; 32]), MasterKey::new(1, [5; 32])])
+                .expect("cipher");
+        let owner = Owner::new("t", "u");
+        let call = crate::testing_support::sample_call(&owner);
+        let v1 = seal_call(&call, Some(&old)).expect("seal");
+        let opened = open_call(v1.record, Some(&rotated)).expect("old key reads");
+        let v2 = seal_call(&opened, Some(&rotated)).expect("reseal");
+        let phone = v2.record["phone_number"].as_str().expect("sealed phone");
+        assert!(phone.starts_with("cc1.2."), "{phone}");
+        assert!(!rotated.needs_reencryption(phone));
+        assert_eq!(
+            v2.phone_index,
+            Some(rotated.blind_index(call.phone_number.as_str()))
         );
     }
 }

@@ -33,7 +33,10 @@ pub use apply::{Applied, apply_provider_event};
 pub use bus::{CallUpdate, UpdateBus};
 pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use crypto::{FieldCipher, MasterKey, SealedCall, open_call, seal_call};
+pub use crypto::{
+    FieldCipher, MasterKey, SealedCall, open_call, open_segments, open_transcript, seal_call,
+    seal_segments, seal_transcript,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 pub use lifecycle::{IgnoreReason, LifecycleEvent, Transition, TransitionError, transition};

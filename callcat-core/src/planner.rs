@@ -15,6 +15,7 @@ use crate::ids::Owner;
 use crate::new_call::NewCall;
 use crate::service::CallService;
 use crate::store::{ActiveScope, CallStore, Created, MAX_PAGE_SIZE, WindowStore};
+use crate::wakeup::Wakeup;
 use crate::window::{CallWindow, WindowSchedule};
 
 /// Says whether an owner already did today's task (e.g. wrote today's journal entry).
@@ -48,6 +49,7 @@ pub struct WindowPlanner {
     clock: Arc<dyn Clock>,
     done_today: Option<Arc<dyn DoneToday>>,
     max_sleep: Duration,
+    wakeup: Wakeup,
 }
 
 impl std::fmt::Debug for WindowPlanner {
@@ -69,6 +71,7 @@ impl WindowPlanner {
             clock,
             done_today: None,
             max_sleep: Duration::from_secs(60),
+            wakeup: Wakeup::new(),
         }
     }
 
@@ -82,6 +85,18 @@ impl WindowPlanner {
     pub fn with_max_sleep(mut self, d: Duration) -> Self {
         self.max_sleep = d;
         self
+    }
+
+    /// Wake [`WindowPlanner::run`] through this signal (e.g. when a window is created
+    /// or deleted) instead of waiting for its next planned pass.
+    pub fn with_wakeup(mut self, wakeup: Wakeup) -> Self {
+        self.wakeup = wakeup;
+        self
+    }
+
+    /// The signal that wakes [`WindowPlanner::run`].
+    pub fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
     }
 
     /// One pass over every window.
@@ -141,6 +156,7 @@ impl WindowPlanner {
     /// `shutdown` resolves.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
+        let mut woken = self.wakeup.subscribe();
         loop {
             if let Err(e) = self.plan_once().await {
                 tracing::warn!(error = %e, "window planning failed");
@@ -154,7 +170,9 @@ impl WindowPlanner {
                 .min(now + delta(self.max_sleep))
                 .max(now + TimeDelta::milliseconds(100));
             tokio::select! {
+                biased;
                 _ = &mut shutdown => return,
+                _ = woken.woken() => {}
                 _ = self.clock.sleep_until(until) => {}
             }
         }

@@ -118,7 +118,14 @@ impl CallService {
 
     /// Deletes a scheduled call (`Conflict` in any other status).
     pub async fn delete(&self, owner: &Owner, id: CallId) -> Result<()> {
-        self.store.delete_if_scheduled(owner, id).await
+        self.store.delete_if_scheduled(owner, id).await?;
+        if let Some(bus) = &self.bus {
+            bus.publish(crate::bus::CallUpdate::Deleted {
+                call_id: id,
+                owner: owner.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Cancels a call: a scheduled or retry-pending call becomes Canceled; a call

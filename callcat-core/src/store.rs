@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::call::{Call, CallStatus};
 use crate::error::Result;
 use crate::ids::{CallId, Owner, TenantId, WindowId, WorkerId};
+use crate::phone::PhoneNumber;
 use crate::transcript::{Transcript, TranscriptSegment};
 use crate::window::CallWindow;
 
@@ -190,6 +191,32 @@ pub trait CallStore: Send + Sync + 'static {
     /// The earliest `next_action_at` among claimable calls (due or not), so a
     /// scheduler can sleep exactly until then.
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// How many active calls in `scope` go to `number` ("no second call in flight
+    /// to this number"). The default pages through the active calls; backends
+    /// answer from their (blind) phone index instead.
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> Result<u32> {
+        let mut count = 0u32;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
+                .await?;
+            count += page
+                .items
+                .iter()
+                .filter(|c| &c.phone_number == number)
+                .count() as u32;
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(count),
+            }
+        }
+    }
 }
 
 /// Transcripts, keyed by our call id, with a time to live.

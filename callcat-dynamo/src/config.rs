@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
-use callcat_core::{Result, Stores};
+use callcat_core::{FieldCipher, Result, Stores};
 
 use crate::calls::DynamoCallStore;
 use crate::error::DynamoError;
@@ -86,6 +86,7 @@ pub struct DynamoStoresBuilder {
     tables: TableNames,
     shards: Option<u32>,
     operation_timeout: Option<Duration>,
+    cipher: Option<FieldCipher>,
 }
 
 impl std::fmt::Debug for DynamoStoresBuilder {
@@ -101,6 +102,7 @@ impl std::fmt::Debug for DynamoStoresBuilder {
             .field("tables", &self.tables)
             .field("shards", &self.shards)
             .field("operation_timeout", &self.operation_timeout)
+            .field("cipher", &self.cipher)
             .finish()
     }
 }
@@ -180,6 +182,14 @@ impl DynamoStoresBuilder {
         self
     }
 
+    /// Encrypts calls (phone number, caller number, recording URL) and transcript
+    /// texts at rest with `cipher`, and stores the phone number's blind index in
+    /// `phoneIndex`. See the crate docs ("Encryption at rest").
+    pub fn cipher(mut self, cipher: FieldCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
     /// Validates the settings and builds the stores (no request is sent).
     pub fn build(self) -> Result<DynamoStores> {
         Ok(self.build_inner()?)
@@ -256,17 +266,16 @@ impl DynamoStoresBuilder {
                 Client::from_conf(cfg.build())
             }
         };
+        let mut calls = DynamoCallStore::new(client.clone(), &self.tables.calls, shards);
+        let mut transcripts =
+            DynamoTranscriptStore::new(client.clone(), &self.tables.transcripts, shards);
+        if let Some(c) = self.cipher {
+            calls = calls.with_cipher(c.clone());
+            transcripts = transcripts.with_cipher(c);
+        }
         Ok(DynamoStores {
-            calls: Arc::new(DynamoCallStore::new(
-                client.clone(),
-                &self.tables.calls,
-                shards,
-            )),
-            transcripts: Arc::new(DynamoTranscriptStore::new(
-                client.clone(),
-                &self.tables.transcripts,
-                shards,
-            )),
+            calls: Arc::new(calls),
+            transcripts: Arc::new(transcripts),
             windows: Arc::new(DynamoWindowStore::new(
                 client.clone(),
                 &self.tables.windows,

@@ -47,6 +47,9 @@ pub(crate) enum DynamoError {
     /// The store is misconfigured.
     #[error("configuration: {0}")]
     Config(String),
+    /// A core error (sealing or opening a record: `ErrorKind::Crypto` and the like).
+    #[error("{0}")]
+    Core(Error),
 }
 
 impl DynamoError {
@@ -110,6 +113,7 @@ impl From<DynamoError> for Error {
             DynamoError::Corrupt(_) => Error::internal(message),
             DynamoError::Validation { field, .. } => Error::validation(field, message),
             DynamoError::Config(_) => Error::new(ErrorKind::Validation, message),
+            DynamoError::Core(e) => e,
         };
         err.with_source_name(SOURCE)
     }

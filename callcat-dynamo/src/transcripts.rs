@@ -14,7 +14,10 @@
 use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
-use callcat_core::{CallId, Owner, Result, Transcript, TranscriptSegment, TranscriptStore};
+use callcat_core::crypto::{open_transcript, seal_transcript};
+use callcat_core::{
+    CallId, FieldCipher, Owner, Result, Transcript, TranscriptSegment, TranscriptStore,
+};
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
@@ -110,6 +113,7 @@ pub struct DynamoTranscriptStore {
     ctx: Ctx,
     table: String,
     shards: u32,
+    cipher: Option<FieldCipher>,
 }
 
 impl std::fmt::Debug for DynamoTranscriptStore {
@@ -117,6 +121,7 @@ impl std::fmt::Debug for DynamoTranscriptStore {
         f.debug_struct("DynamoTranscriptStore")
             .field("table", &self.table)
             .field("shards", &self.shards)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
@@ -128,7 +133,15 @@ impl DynamoTranscriptStore {
             ctx: Ctx::new(client),
             table: table.into(),
             shards: shards.clamp(1, crate::config::MAX_SHARDS),
+            cipher: None,
         }
+    }
+
+    /// The same store, sealing segment texts and the free text with `cipher`
+    /// (fields `transcript.segments`, `transcript.text`) before they are stored.
+    pub fn with_cipher(mut self, cipher: FieldCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
     }
 
     /// The table name.
@@ -232,6 +245,7 @@ impl DynamoTranscriptStore {
             let t: Transcript = serde_json::from_str(&json).map_err(|e| {
                 DynamoError::Corrupt(format!("transcript of call {call_id} does not parse: {e}"))
             })?;
+            let t = open_transcript(t, self.cipher.as_ref()).map_err(DynamoError::Core)?;
             return Ok(Some((t, head)));
         }
         Err(DynamoError::Unavailable {
@@ -270,7 +284,8 @@ impl DynamoTranscriptStore {
     /// Writes `t` if the head is still at `expected` (`None`: absent). `Ok(false)` if
     /// another writer got in between.
     async fn write(&self, t: &Transcript, expected: Option<&Head>) -> DResult<bool> {
-        let json = serde_json::to_string(t)
+        let sealed = seal_transcript(t, self.cipher.as_ref()).map_err(DynamoError::Core)?;
+        let json = serde_json::to_string(&sealed)
             .map_err(|e| DynamoError::Corrupt(format!("transcript does not serialize: {e}")))?;
         let ttl = ttl_seconds(t.expires_at);
         let expires_ms = t.expires_at.timestamp_millis();

@@ -29,3 +29,29 @@ async fn make_windows() -> Option<Arc<dyn WindowStore>> {
 callcat_core::call_store_conformance_tests!(make_calls);
 callcat_core::transcript_store_conformance_tests!(make_transcripts);
 callcat_core::window_store_conformance_tests!(make_windows);
+
+/// The same suite with a cipher configured: calls and transcript texts sealed.
+mod encrypted {
+    use super::*;
+    use callcat_core::{FieldCipher, MasterKey};
+
+    fn cipher() -> FieldCipher {
+        FieldCipher::new(vec![MasterKey::new(2, [2; 32]), MasterKey::new(1, [1; 32])])
+            .expect("cipher")
+    }
+
+    async fn make_calls() -> Option<Arc<dyn CallStore>> {
+        let s = test_stores().await?;
+        let calls = Arc::new(s.calls.as_ref().clone().with_cipher(cipher()));
+        Some(Arc::new(Dropping::new(calls, s)))
+    }
+
+    async fn make_transcripts() -> Option<Arc<dyn TranscriptStore>> {
+        let s = test_stores().await?;
+        let transcripts = Arc::new(s.transcripts.as_ref().clone().with_cipher(cipher()));
+        Some(Arc::new(Dropping::new(transcripts, s)))
+    }
+
+    callcat_core::call_store_conformance_tests!(make_calls);
+    callcat_core::transcript_store_conformance_tests!(make_transcripts);
+}

@@ -7,7 +7,7 @@ use callcat_core::cursor::Cursor;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
     ActiveScope, Call, CallId, CallStore, Created, Error, Lease, ListQuery, ListView, Owner, Page,
-    Result, StoreCapabilities, TenantId, WorkerId,
+    PhoneNumber, Result, SealedCall, StoreCapabilities, TenantId, WorkerId, open_call, seal_call,
 };
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
@@ -20,10 +20,10 @@ use crate::error::PgError;
 use crate::sql::{ACTIVE, CLAIMABLE, FINISHED, UPCOMING};
 use crate::store::Db;
 
-/// The column list written by create and update, in bind order `$1..$17`.
+/// The column list written by create and update, in bind order `$1..$18`.
 const COLUMNS: &str = "id, tenant_id, user_id, status, scheduled_for, next_action_at, \
     lease_worker, lease_until, ended_at, finished_at, finished_key, provider_call_id, \
-    idempotency_key, version, created_at, updated_at, record";
+    idempotency_key, version, created_at, updated_at, record, phone_index";
 
 /// Calls in PostgreSQL. Get one from [`crate::PostgresStore::calls`].
 #[derive(Clone)]
@@ -52,11 +52,12 @@ struct CallSql {
     by_provider_id: String,
     claim: String,
     next_due: String,
+    active_to_number: String,
 }
 
 impl CallSql {
     fn new(calls: &str) -> Self {
-        let placeholders: Vec<String> = (1..=17).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=18).map(|i| format!("${i}")).collect();
         let placeholders = placeholders.join(", ");
         CallSql {
             insert: format!(
@@ -72,8 +73,9 @@ impl CallSql {
                 "UPDATE {calls} SET status = $4, scheduled_for = $5, next_action_at = $6, \
                  lease_worker = $7, lease_until = $8, ended_at = $9, finished_at = $10, \
                  finished_key = $11, provider_call_id = $12, idempotency_key = $13, \
-                 version = $14, created_at = $15, updated_at = $16, record = $17 \
-                 WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND version = $18"
+                 version = $14, created_at = $15, updated_at = $16, record = $17, \
+                 phone_index = $18 \
+                 WHERE id = $1 AND tenant_id = $2 AND user_id = $3 AND version = $19"
             ),
             version_of: format!("SELECT version, tenant_id, user_id FROM {calls} WHERE id = $1"),
             delete: format!(
@@ -117,6 +119,20 @@ impl CallSql {
                 "SELECT min(next_action_at) FROM {calls} \
                  WHERE {CLAIMABLE} AND next_action_at IS NOT NULL"
             ),
+            // Sealed rows match by blind index (under any key of the ring:
+            // `calls_active_phone_idx`); rows written without a cipher by number.
+            // `$3`/`$4` narrow to a tenant / user when not NULL.
+            active_to_number: format!(
+                "SELECT \
+                 (SELECT count(*) FROM {calls} WHERE {ACTIVE} AND phone_index IS NOT NULL \
+                     AND phone_index = ANY($1) \
+                     AND ($3::text IS NULL OR tenant_id = $3) \
+                     AND ($4::text IS NULL OR user_id = $4)) + \
+                 (SELECT count(*) FROM {calls} WHERE {ACTIVE} AND phone_index IS NULL \
+                     AND record->>'phone_number' = $2 \
+                     AND ($3::text IS NULL OR tenant_id = $3) \
+                     AND ($4::text IS NULL OR user_id = $4))"
+            ),
         }
     }
 }
@@ -125,10 +141,12 @@ fn version_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| Error::validation("version", "version is out of range"))
 }
 
-/// Binds the 17 columns of [`COLUMNS`] in order.
+/// Binds the 18 columns of [`COLUMNS`] in order: the call's fields, then its
+/// stored form (sealed when a cipher is configured) and phone blind index.
 fn bind_columns<'q>(
     q: Query<'q, Postgres, PgArguments>,
     c: &'q Call,
+    sealed: SealedCall,
 ) -> Result<Query<'q, Postgres, PgArguments>> {
     Ok(q.bind(c.id.as_uuid())
         .bind(c.owner.tenant.as_str())
@@ -146,7 +164,8 @@ fn bind_columns<'q>(
         .bind(version_i64(c.version)?)
         .bind(c.created_at)
         .bind(c.updated_at)
-        .bind(Json(c)))
+        .bind(Json(sealed.record))
+        .bind(sealed.phone_index))
 }
 
 fn page_limit(limit: u32) -> Result<i64> {
@@ -214,7 +233,7 @@ impl PageQuery {
 
     /// Runs it, returning `(call, sort key)` rows.
     async fn fetch(self, db: &Db) -> Result<Vec<(Call, DateTime<Utc>)>> {
-        let mut q: QueryAs<'_, Postgres, (Json<Call>, DateTime<Utc>), PgArguments> =
+        let mut q: QueryAs<'_, Postgres, (Json<serde_json::Value>, DateTime<Utc>), PgArguments> =
             sqlx::query_as(AssertSqlSafe(self.sql));
         for a in self.args {
             q = match a {
@@ -228,8 +247,15 @@ impl PageQuery {
             .fetch_all(&db.pool)
             .await
             .map_err(PgError::sqlx("listing calls"))?;
-        Ok(rows.into_iter().map(|(c, k)| (c.0, k)).collect())
+        rows.into_iter()
+            .map(|(c, k)| Ok((open(db, c.0)?, k)))
+            .collect()
     }
+}
+
+/// Opens a stored record with the store's cipher (plain records read as they are).
+fn open(db: &Db, record: serde_json::Value) -> Result<Call> {
+    open_call(record, db.cipher.as_ref()).map_err(|e| e.with_source_name(crate::error::SOURCE))
 }
 
 /// Cuts the `limit + 1` fetched rows to a page with the next cursor.
@@ -261,8 +287,48 @@ impl PostgresCallStore {
         &self.sql.claim
     }
 
+    /// The stored form of `call`: sealed under the current key when a cipher is
+    /// configured (so rewriting a row sealed under an older key re-encrypts it).
+    fn seal(&self, call: &Call) -> Result<SealedCall> {
+        seal_call(call, self.db.cipher.as_ref())
+            .map_err(|e| e.with_source_name(crate::error::SOURCE))
+    }
+
+    /// How many active calls (Dispatching, Ringing, InProgress, Canceling) in
+    /// `scope` are to `number`: the "no second call in flight to this number"
+    /// check. Sealed rows match by the blind index under every key of the ring
+    /// (rows written before a rotation count too), rows written without a cipher
+    /// by their number. Uses `calls_active_phone_idx`.
+    pub async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> Result<u32> {
+        let indexes: Vec<String> = self
+            .db
+            .cipher
+            .as_ref()
+            .map(|c| c.blind_indexes(number.as_str()))
+            .unwrap_or_default();
+        let (tenant, user) = match scope {
+            ActiveScope::All => (None, None),
+            ActiveScope::Tenant(t) => (Some(t.as_str()), None),
+            ActiveScope::Owner(o) => (Some(o.tenant.as_str()), Some(o.user.as_str())),
+        };
+        let (n,): (Option<i64>,) =
+            sqlx::query_as(AssertSqlSafe(self.sql.active_to_number.as_str()))
+                .bind(&indexes)
+                .bind(number.as_str())
+                .bind(tenant)
+                .bind(user)
+                .fetch_one(&self.db.pool)
+                .await
+                .map_err(PgError::sqlx("counting active calls to a number"))?;
+        Ok(u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX))
+    }
+
     async fn get_by_idempotency(&self, owner: &Owner, key: &str) -> Result<Option<Call>> {
-        let row: Option<(Json<Call>,)> =
+        let row: Option<(Json<serde_json::Value>,)> =
             sqlx::query_as(AssertSqlSafe(self.sql.select_by_idempotency.as_str()))
                 .bind(owner.tenant.as_str())
                 .bind(owner.user.as_str())
@@ -270,7 +336,7 @@ impl PostgresCallStore {
                 .fetch_optional(&self.db.pool)
                 .await
                 .map_err(PgError::sqlx("reading a call by idempotency key"))?;
-        Ok(row.map(|r| r.0.0))
+        row.map(|r| open(&self.db, r.0.0)).transpose()
     }
 
     fn upcoming_or_finished(&self, owner: &Owner, query: &ListQuery) -> Result<PageQuery> {
@@ -350,7 +416,7 @@ impl CallStore for PostgresCallStore {
         // the key (then neither the insert nor the read finds it): try again.
         for _ in 0..3 {
             let q = sqlx::query(AssertSqlSafe(self.sql.insert.as_str()));
-            let inserted = bind_columns(q, call)?
+            let inserted = bind_columns(q, call, self.seal(call)?)?
                 .execute(&self.db.pool)
                 .await
                 .map_err(PgError::sqlx("creating a call"))?
@@ -375,12 +441,13 @@ impl CallStore for PostgresCallStore {
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>> {
-        let row: Option<(Json<Call>,)> = sqlx::query_as(AssertSqlSafe(self.sql.get.as_str()))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(PgError::sqlx("reading a call"))?;
-        Ok(row.map(|r| r.0.0))
+        let row: Option<(Json<serde_json::Value>,)> =
+            sqlx::query_as(AssertSqlSafe(self.sql.get.as_str()))
+                .bind(id.as_uuid())
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(PgError::sqlx("reading a call"))?;
+        row.map(|r| open(&self.db, r.0.0)).transpose()
     }
 
     async fn update(&self, call: &Call) -> Result<Call> {
@@ -390,7 +457,7 @@ impl CallStore for PostgresCallStore {
             .checked_add(1)
             .ok_or_else(|| Error::validation("version", "version is out of range"))?;
         let q = sqlx::query(AssertSqlSafe(self.sql.update.as_str()));
-        let written = bind_columns(q, &next)?
+        let written = bind_columns(q, &next, self.seal(&next)?)?
             .bind(version_i64(call.version)?)
             .execute(&self.db.pool)
             .await
@@ -455,13 +522,13 @@ impl CallStore for PostgresCallStore {
     }
 
     async fn find_by_provider_call_id(&self, provider_call_id: &str) -> Result<Option<Call>> {
-        let row: Option<(Json<Call>,)> =
+        let row: Option<(Json<serde_json::Value>,)> =
             sqlx::query_as(AssertSqlSafe(self.sql.by_provider_id.as_str()))
                 .bind(provider_call_id)
                 .fetch_optional(&self.db.pool)
                 .await
                 .map_err(PgError::sqlx("reading a call by provider call id"))?;
-        Ok(row.map(|r| r.0.0))
+        row.map(|r| open(&self.db, r.0.0)).transpose()
     }
 
     async fn list_active(
@@ -529,7 +596,7 @@ impl CallStore for PostgresCallStore {
         let json = |v: serde_json::Result<serde_json::Value>| {
             v.map_err(PgError::json("encoding the lease"))
         };
-        let rows: Vec<(Json<Call>, DateTime<Utc>)> =
+        let rows: Vec<(Json<serde_json::Value>, DateTime<Utc>)> =
             sqlx::query_as(AssertSqlSafe(self.sql.claim.as_str()))
                 .bind(now)
                 .bind(i64::from(limit))
@@ -542,8 +609,10 @@ impl CallStore for PostgresCallStore {
                 .await
                 .map_err(PgError::sqlx("claiming due calls"))?;
         // RETURNING has no order: restore "earliest due first".
-        let mut rows: Vec<(DateTime<Utc>, Call)> =
-            rows.into_iter().map(|(c, due)| (due, c.0)).collect();
+        let mut rows: Vec<(DateTime<Utc>, Call)> = rows
+            .into_iter()
+            .map(|(c, due)| Ok((due, open(&self.db, c.0)?)))
+            .collect::<Result<_>>()?;
         rows.sort_by_key(|(due, c)| (*due, c.id));
         Ok(rows.into_iter().map(|(_, c)| c).collect())
     }
@@ -555,6 +624,15 @@ impl CallStore for PostgresCallStore {
                 .await
                 .map_err(PgError::sqlx("reading the next due time"))?;
         Ok(at)
+    }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> Result<u32> {
+        // The inherent method answers from the blind phone index.
+        Self::active_calls_to_number(self, scope, number).await
     }
 }
 

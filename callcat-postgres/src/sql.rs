@@ -16,6 +16,9 @@ pub(crate) const ACTIVE: &str = "status IN ('DISPATCHING', 'RINGING', 'IN_PROGRE
 /// The embedded migration, for the consistency test.
 #[cfg(test)]
 const MIGRATION: &str = include_str!("../migrations/0001_callcat_init.sql");
+/// The phone blind-index migration, for the same check.
+#[cfg(test)]
+const MIGRATION_2: &str = include_str!("../migrations/0002_callcat_phone_index.sql");
 
 /// Schema-qualified table names (unqualified when no schema is configured, so
 /// they resolve through the connection's `search_path`).
@@ -104,6 +107,10 @@ mod tests {
         for p in [CLAIMABLE, UPCOMING, FINISHED, ACTIVE] {
             assert!(MIGRATION.contains(p), "migration lacks `{p}`");
         }
+        assert!(
+            MIGRATION_2.contains(&format!("WHERE {ACTIVE} AND phone_index IS NOT NULL")),
+            "calls_active_phone_idx lacks the active predicate"
+        );
     }
 
     #[test]

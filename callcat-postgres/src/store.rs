@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callcat_core::{Result, Stores, Wakeup};
+use callcat_core::{FieldCipher, Result, Stores, Wakeup};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor};
 
@@ -28,6 +28,7 @@ pub struct PostgresOptions {
     schema: Option<String>,
     max_connections: u32,
     acquire_timeout: Duration,
+    cipher: Option<FieldCipher>,
 }
 
 impl Default for PostgresOptions {
@@ -36,6 +37,7 @@ impl Default for PostgresOptions {
             schema: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            cipher: None,
         }
     }
 }
@@ -72,6 +74,14 @@ impl PostgresOptions {
         self
     }
 
+    /// Encrypts calls (phone number, caller number, recording URL) and transcript
+    /// texts at rest with `cipher`, and stores the phone number's blind index in
+    /// `calls.phone_index`. See the crate docs ("Encryption at rest").
+    pub fn cipher(mut self, cipher: FieldCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if let Some(s) = &self.schema {
             validate_schema(s).map_err(|message| PgError::Config {
@@ -95,6 +105,8 @@ pub(crate) struct Db {
     pub(crate) pool: PgPool,
     pub(crate) schema: Option<String>,
     pub(crate) tables: Tables,
+    /// Seals calls and transcript texts when set.
+    pub(crate) cipher: Option<FieldCipher>,
 }
 
 /// A PostgreSQL database holding callcat's calls, transcripts and windows.
@@ -111,6 +123,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("schema", &self.db.schema)
             .field("pool_size", &self.db.pool.size())
+            .field("cipher", &self.db.cipher)
             .finish()
     }
 }
@@ -142,11 +155,12 @@ impl PostgresStore {
                 pool,
                 schema: None,
                 tables,
+                cipher: None,
             }),
         }
     }
 
-    /// Uses an existing pool with `options` (only the schema applies).
+    /// Uses an existing pool with `options` (the schema and the cipher apply).
     pub fn from_pool_with(pool: PgPool, options: PostgresOptions) -> Result<Self> {
         options.validate()?;
         let tables = Tables::new(options.schema.as_deref());
@@ -155,6 +169,7 @@ impl PostgresStore {
                 pool,
                 schema: options.schema,
                 tables,
+                cipher: options.cipher,
             }),
         })
     }
@@ -183,6 +198,19 @@ impl PostgresStore {
         // Closing is best-effort; dropping the connection closes it too.
         let _ = conn.close().await;
         result
+    }
+
+    /// The same database (shared pool and schema) with `cipher` instead of the
+    /// configured one, e.g. to rotate keys without reconnecting.
+    pub fn with_cipher(&self, cipher: FieldCipher) -> PostgresStore {
+        PostgresStore {
+            db: Arc::new(Db {
+                pool: self.db.pool.clone(),
+                schema: self.db.schema.clone(),
+                tables: self.db.tables.clone(),
+                cipher: Some(cipher),
+            }),
+        }
     }
 
     /// The pool.

@@ -1,8 +1,11 @@
 //! [`PostgresTranscriptStore`]: one row per call, segments as a JSONB array.
+//! With a cipher, each segment's text and the free text are sealed
+//! (`transcript.segments`, `transcript.text`); roles, timings and ids stay plain.
 
 use std::fmt;
 use std::sync::Arc;
 
+use callcat_core::crypto::{open_transcript, seal_segments, seal_transcript};
 use callcat_core::transcript::DEFAULT_TRANSCRIPT_TTL;
 use callcat_core::{CallId, Error, Owner, Result, Transcript, TranscriptSegment, TranscriptStore};
 use chrono::{DateTime, Utc};
@@ -81,9 +84,10 @@ type Row = (
     DateTime<Utc>,
 );
 
-fn from_row(r: Row) -> Transcript {
+/// The transcript of a row, its texts opened with the store's cipher.
+fn from_row(db: &Db, r: Row) -> Result<Transcript> {
     let (call_id, tenant, user, provider_call_id, segments, text, updated_at, expires_at) = r;
-    Transcript {
+    let stored = Transcript {
         call_id: CallId::from_uuid(call_id),
         owner: Owner::new(tenant, user),
         provider_call_id,
@@ -91,7 +95,8 @@ fn from_row(r: Row) -> Transcript {
         text,
         updated_at,
         expires_at,
-    }
+    };
+    open_transcript(stored, db.cipher.as_ref()).map_err(|e| e.with_source_name(SOURCE))
 }
 
 fn other_owner() -> Error {
@@ -108,6 +113,7 @@ impl PostgresTranscriptStore {
 #[async_trait::async_trait]
 impl TranscriptStore for PostgresTranscriptStore {
     async fn put(&self, t: &Transcript) -> Result<()> {
+        let t = &seal_transcript(t, self.db.cipher.as_ref())?;
         let written = sqlx::query(AssertSqlSafe(self.sql.put.as_str()))
             .bind(t.call_id.as_uuid())
             .bind(t.owner.tenant.as_str())
@@ -136,18 +142,19 @@ impl TranscriptStore for PostgresTranscriptStore {
         segments: &[TranscriptSegment],
         now: DateTime<Utc>,
     ) -> Result<Transcript> {
+        let segments = seal_segments(owner, segments, self.db.cipher.as_ref())?;
         let row: Option<Row> = sqlx::query_as(AssertSqlSafe(self.sql.append.as_str()))
             .bind(call_id.as_uuid())
             .bind(owner.tenant.as_str())
             .bind(owner.user.as_str())
             .bind(provider_call_id)
-            .bind(Json(segments))
+            .bind(Json(&segments))
             .bind(now)
             .bind(now + DEFAULT_TRANSCRIPT_TTL)
             .fetch_optional(&self.db.pool)
             .await
             .map_err(PgError::sqlx("appending to a transcript"))?;
-        row.map(from_row).ok_or_else(other_owner)
+        from_row(&self.db, row.ok_or_else(other_owner)?)
     }
 
     async fn get(&self, call_id: CallId, now: DateTime<Utc>) -> Result<Option<Transcript>> {
@@ -157,7 +164,7 @@ impl TranscriptStore for PostgresTranscriptStore {
             .fetch_optional(&self.db.pool)
             .await
             .map_err(PgError::sqlx("reading a transcript"))?;
-        Ok(row.map(from_row))
+        row.map(|r| from_row(&self.db, r)).transpose()
     }
 
     async fn get_by_provider_call_id(
@@ -171,7 +178,7 @@ impl TranscriptStore for PostgresTranscriptStore {
             .fetch_optional(&self.db.pool)
             .await
             .map_err(PgError::sqlx("reading a transcript by provider call id"))?;
-        Ok(row.map(from_row))
+        row.map(|r| from_row(&self.db, r)).transpose()
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {

@@ -77,7 +77,7 @@ impl ActiveCall {
             provider: call.provider.clone(),
             provider_call_id: call.provider_call_id.clone(),
             agent_id: call.agent_id.clone(),
-            dialed_at: call.dial_started_at,
+            dialed_at: call.dialed_at(),
             started_at: call.started_at,
             version: call.version,
         }

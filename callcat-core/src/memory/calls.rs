@@ -3,15 +3,25 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
+use super::entry::Entry;
 use super::page_limit;
 use crate::call::{Call, CallStatus, Lease};
+use crate::crypto::FieldCipher;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner, TenantId, WorkerId};
+use crate::phone::PhoneNumber;
 use crate::store::{ActiveScope, CallStore, Created, ListQuery, ListView, Page, StoreCapabilities};
 
 /// Calls in memory, behind one mutex, with a due index so claims and
 /// `next_due_at` cost O(log n).
+///
+/// With a [`FieldCipher`] ([`InMemoryCallStore::with_cipher`]) each call is kept
+/// sealed ([`crate::crypto::seal_call`]: phone number, caller number and recording
+/// URL encrypted under the owner's key) beside the plain fields its queries need
+/// (ids, owner, status, times, provider call id, version) and the blind index of
+/// its phone number, so a dump of the store's memory holds no plaintext number.
+/// Reads open the sealed call; every write seals under the current key.
 #[derive(Default)]
 pub struct InMemoryCallStore {
     state: Mutex<State>,
@@ -19,21 +29,24 @@ pub struct InMemoryCallStore {
 
 #[derive(Default)]
 struct State {
-    calls: HashMap<CallId, Call>,
+    calls: HashMap<CallId, Entry>,
     idempotency: HashMap<(Owner, String), CallId>,
     by_provider_id: HashMap<String, CallId>,
     due: BTreeSet<(i64, CallId)>,
+    cipher: Option<FieldCipher>,
 }
 
 impl std::fmt::Debug for InMemoryCallStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.lock();
         f.debug_struct("InMemoryCallStore")
-            .field("calls", &self.lock().calls.len())
+            .field("calls", &st.calls.len())
+            .field("cipher", &st.cipher)
             .finish()
     }
 }
 
-fn due_key(c: &Call) -> Option<(i64, CallId)> {
+fn due_key(c: &Entry) -> Option<(i64, CallId)> {
     match (c.status.is_claimable(), c.next_action_at) {
         (true, Some(at)) => Some((at.timestamp_millis(), c.id)),
         _ => None,
@@ -41,7 +54,7 @@ fn due_key(c: &Call) -> Option<(i64, CallId)> {
 }
 
 impl State {
-    fn index(&mut self, c: &Call) {
+    fn index(&mut self, c: &Entry) {
         if let Some(k) = due_key(c) {
             self.due.insert(k);
         }
@@ -50,7 +63,7 @@ impl State {
         }
     }
 
-    fn unindex(&mut self, c: &Call) {
+    fn unindex(&mut self, c: &Entry) {
         if let Some(k) = due_key(c) {
             self.due.remove(&k);
         }
@@ -61,12 +74,24 @@ impl State {
         }
     }
 
-    fn replace(&mut self, c: Call) {
+    /// Seals (when a cipher is set) and stores `c`, replacing any older version.
+    /// Nothing changes when sealing fails.
+    fn replace(&mut self, c: &Call) -> Result<()> {
+        let entry = Entry::new(c, self.cipher.as_ref())?;
         if let Some(old) = self.calls.remove(&c.id) {
             self.unindex(&old);
         }
-        self.index(&c);
-        self.calls.insert(c.id, c);
+        self.index(&entry);
+        self.calls.insert(c.id, entry);
+        Ok(())
+    }
+
+    fn open(&self, e: &Entry) -> Result<Call> {
+        e.open(self.cipher.as_ref())
+    }
+
+    fn open_all<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Result<Vec<Call>> {
+        entries.into_iter().map(|e| self.open(e)).collect()
     }
 }
 
@@ -74,6 +99,20 @@ impl InMemoryCallStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps calls sealed with `cipher` (see the type docs).
+    pub fn with_cipher(cipher: FieldCipher) -> Self {
+        let store = Self::default();
+        store.lock().cipher = Some(cipher);
+        store
+    }
+
+    /// Replaces the key ring (rotation: put the new key first and keep the old ones
+    /// so existing calls still open; each call is re-sealed under the new key on its
+    /// next write). Calls already stored are not rewritten.
+    pub fn set_cipher(&self, cipher: FieldCipher) {
+        self.lock().cipher = Some(cipher);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -89,16 +128,69 @@ impl InMemoryCallStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// How many active calls (Dispatching, Ringing, InProgress, Canceling) in
+    /// `scope` are to `number`: the "no second call in flight to this number"
+    /// check. Sealed calls match by blind index under every key of the ring (so
+    /// calls written before a rotation count too), plain ones by number.
+    pub fn active_calls_to_number(&self, scope: &ActiveScope, number: &PhoneNumber) -> Result<u32> {
+        let st = self.lock();
+        let indexes = st
+            .cipher
+            .as_ref()
+            .map(|c| c.blind_indexes(number.as_str()))
+            .unwrap_or_default();
+        let n = st
+            .calls
+            .values()
+            .filter(|e| e.status.is_active() && in_scope(scope, &e.owner))
+            .filter(|e| e.is_to(number, &indexes))
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
 }
 
-fn paginate<F>(mut items: Vec<Call>, limit: usize, key: F) -> Page<Call>
-where
-    F: Fn(&Call) -> i64,
-{
-    let more = items.len() > limit;
-    items.truncate(limit);
+#[cfg(test)]
+impl InMemoryCallStore {
+    /// Everything the store holds, as `Debug` text (what a memory dump would show).
+    pub(super) fn dump(&self) -> String {
+        let st = self.lock();
+        format!(
+            "{:?} {:?} {:?} {:?}",
+            st.calls, st.idempotency, st.by_provider_id, st.due
+        )
+    }
+
+    /// Edits the stored (sealed) record of a call in place, as an attacker with
+    /// write access to memory could.
+    pub(super) fn tamper(&self, id: CallId, f: impl FnOnce(&mut serde_json::Value)) {
+        if let Some(e) = self.lock().calls.get_mut(&id)
+            && let super::entry::Body::Sealed(record) = &mut e.body
+        {
+            f(record);
+        }
+    }
+}
+
+fn in_scope(scope: &ActiveScope, owner: &Owner) -> bool {
+    match scope {
+        ActiveScope::All => true,
+        ActiveScope::Tenant(t) => &owner.tenant == t,
+        ActiveScope::Owner(o) => owner == o,
+    }
+}
+
+/// Cuts sorted `entries` (at most `limit + 1`) to a page and opens it.
+fn paginate(
+    st: &State,
+    mut entries: Vec<&Entry>,
+    limit: usize,
+    key: fn(&Entry) -> i64,
+) -> Result<Page<Call>> {
+    let more = entries.len() > limit;
+    entries.truncate(limit);
     let next_cursor = if more {
-        items.last().map(|c| {
+        entries.last().map(|c| {
             Cursor {
                 key: key(c),
                 id: c.id.to_string(),
@@ -108,7 +200,10 @@ where
     } else {
         None
     };
-    Page { items, next_cursor }
+    Ok(Page {
+        items: st.open_all(entries)?,
+        next_cursor,
+    })
 }
 
 fn after_cursor(cursor: Option<&str>) -> Result<Option<(i64, CallId)>> {
@@ -123,29 +218,29 @@ fn after_cursor(cursor: Option<&str>) -> Result<Option<(i64, CallId)>> {
         .transpose()
 }
 
-fn asc_page(
-    calls: Vec<Call>,
+fn asc_page<'a>(
+    st: &State,
+    entries: impl Iterator<Item = &'a Entry>,
     limit: u32,
     cursor: Option<&str>,
-    key: fn(&Call) -> i64,
+    key: fn(&Entry) -> i64,
 ) -> Result<Page<Call>> {
     let limit = page_limit(limit)?;
     let after = after_cursor(cursor)?;
-    let mut items: Vec<Call> = calls
-        .into_iter()
+    let mut items: Vec<&Entry> = entries
         .filter(|c| after.is_none_or(|a| (key(c), c.id) > a))
         .collect();
     items.sort_by_key(|c| (key(c), c.id));
     items.truncate(limit + 1);
-    Ok(paginate(items, limit, key))
+    paginate(st, items, limit, key)
 }
 
-fn scheduled_key(c: &Call) -> i64 {
+fn scheduled_key(c: &Entry) -> i64 {
     c.scheduled_for.timestamp_millis()
 }
 
-fn finished_key(c: &Call) -> i64 {
-    c.finished_sort_key().timestamp_millis()
+fn finished_key(c: &Entry) -> i64 {
+    c.finished_key.timestamp_millis()
 }
 
 #[async_trait::async_trait]
@@ -163,7 +258,7 @@ impl CallStore for InMemoryCallStore {
             && let Some(id) = st.idempotency.get(&(call.owner.clone(), key.clone()))
             && let Some(existing) = st.calls.get(id)
         {
-            return Ok(Created::Existing(existing.clone()));
+            return Ok(Created::Existing(st.open(existing)?));
         }
         if st.calls.contains_key(&call.id) {
             return Err(Error::conflict(format!("call {} already exists", call.id)));
@@ -175,16 +270,17 @@ impl CallStore for InMemoryCallStore {
                 "provider call id already belongs to another call",
             ));
         }
+        st.replace(call)?;
         if let Some(key) = &call.idempotency_key {
             st.idempotency
                 .insert((call.owner.clone(), key.clone()), call.id);
         }
-        st.replace(call.clone());
         Ok(Created::New(call.clone()))
     }
 
     async fn get(&self, id: CallId) -> Result<Option<Call>> {
-        Ok(self.lock().calls.get(&id).cloned())
+        let st = self.lock();
+        st.calls.get(&id).map(|e| st.open(e)).transpose()
     }
 
     async fn update(&self, call: &Call) -> Result<Call> {
@@ -210,7 +306,7 @@ impl CallStore for InMemoryCallStore {
         }
         let mut next = call.clone();
         next.version += 1;
-        st.replace(next.clone());
+        st.replace(&next)?;
         Ok(next)
     }
 
@@ -243,40 +339,41 @@ impl CallStore for InMemoryCallStore {
                 "status does not belong to this view",
             ));
         }
-        let calls: Vec<Call> = self
-            .lock()
+        let st = self.lock();
+        let entries = st
             .calls
             .values()
             .filter(|c| &c.owner == owner)
             .filter(|c| ListView::of(c.status) == query.view)
-            .filter(|c| query.status.is_none_or(|s| c.status == s))
-            .cloned()
-            .collect();
+            .filter(|c| query.status.is_none_or(|s| c.status == s));
         match query.view {
-            ListView::Upcoming => {
-                asc_page(calls, query.limit, query.cursor.as_deref(), scheduled_key)
-            }
+            ListView::Upcoming => asc_page(
+                &st,
+                entries,
+                query.limit,
+                query.cursor.as_deref(),
+                scheduled_key,
+            ),
             ListView::Finished => {
                 let limit = page_limit(query.limit)?;
                 let after = after_cursor(query.cursor.as_deref())?;
-                let mut items: Vec<Call> = calls
-                    .into_iter()
+                let mut items: Vec<&Entry> = entries
                     .filter(|c| after.is_none_or(|a| (finished_key(c), c.id) < a))
                     .collect();
                 items.sort_by_key(|c| std::cmp::Reverse((finished_key(c), c.id)));
                 items.truncate(limit + 1);
-                Ok(paginate(items, limit, finished_key))
+                paginate(&st, items, limit, finished_key)
             }
         }
     }
 
     async fn find_by_provider_call_id(&self, provider_call_id: &str) -> Result<Option<Call>> {
         let st = self.lock();
-        Ok(st
-            .by_provider_id
+        st.by_provider_id
             .get(provider_call_id)
             .and_then(|id| st.calls.get(id))
-            .cloned())
+            .map(|e| st.open(e))
+            .transpose()
     }
 
     async fn list_active(
@@ -285,19 +382,12 @@ impl CallStore for InMemoryCallStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Call>> {
-        let calls: Vec<Call> = self
-            .lock()
+        let st = self.lock();
+        let entries = st
             .calls
             .values()
-            .filter(|c| c.status.is_active())
-            .filter(|c| match scope {
-                ActiveScope::All => true,
-                ActiveScope::Tenant(t) => &c.owner.tenant == t,
-                ActiveScope::Owner(o) => &c.owner == o,
-            })
-            .cloned()
-            .collect();
-        asc_page(calls, limit, cursor, scheduled_key)
+            .filter(|c| c.status.is_active() && in_scope(scope, &c.owner));
+        asc_page(&st, entries, limit, cursor, scheduled_key)
     }
 
     async fn list_tenant_range(
@@ -308,16 +398,11 @@ impl CallStore for InMemoryCallStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Call>> {
-        let calls: Vec<Call> = self
-            .lock()
-            .calls
-            .values()
-            .filter(|c| {
-                &c.owner.tenant == tenant && c.scheduled_for >= from && c.scheduled_for < to
-            })
-            .cloned()
-            .collect();
-        asc_page(calls, limit, cursor, scheduled_key)
+        let st = self.lock();
+        let entries = st.calls.values().filter(|c| {
+            &c.owner.tenant == tenant && c.scheduled_for >= from && c.scheduled_for < to
+        });
+        asc_page(&st, entries, limit, cursor, scheduled_key)
     }
 
     async fn claim_due(
@@ -336,11 +421,15 @@ impl CallStore for InMemoryCallStore {
             .take(limit as usize)
             .map(|(_, id)| *id)
             .collect();
-        let mut claimed = Vec::with_capacity(due.len());
-        for id in due {
-            let Some(mut c) = st.calls.get(&id).cloned() else {
-                continue;
-            };
+        // Open every call first: one that cannot be opened (missing key, tampered)
+        // fails the claim before anything is changed.
+        let opened: Vec<Call> = due
+            .iter()
+            .filter_map(|id| st.calls.get(id))
+            .map(|e| st.open(e))
+            .collect::<Result<_>>()?;
+        let mut claimed = Vec::with_capacity(opened.len());
+        for mut c in opened {
             c.status = CallStatus::Dispatching;
             c.lease = Some(Lease {
                 worker: worker.clone(),
@@ -349,7 +438,7 @@ impl CallStore for InMemoryCallStore {
             c.next_action_at = Some(lease_until);
             c.version += 1;
             c.updated_at = now;
-            st.replace(c.clone());
+            st.replace(&c)?;
             claimed.push(c);
         }
         Ok(claimed)
@@ -361,5 +450,14 @@ impl CallStore for InMemoryCallStore {
             .due
             .first()
             .and_then(|(ms, _)| DateTime::from_timestamp_millis(*ms)))
+    }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> Result<u32> {
+        // The inherent method answers from the blind phone index.
+        Self::active_calls_to_number(self, scope, number)
     }
 }

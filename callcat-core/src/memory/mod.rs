@@ -1,6 +1,9 @@
 //! In-memory stores: correct under concurrency, for tests, demos and single-process use.
 
 mod calls;
+mod entry;
+#[cfg(test)]
+mod tests;
 mod transcripts;
 mod windows;
 

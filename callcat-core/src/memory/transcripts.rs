@@ -3,21 +3,46 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
+use crate::crypto::{FieldCipher, open_transcript, seal_segments, seal_transcript};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner};
 use crate::store::TranscriptStore;
 use crate::transcript::{Transcript, TranscriptSegment};
 
 /// Transcripts in memory.
+///
+/// With a [`FieldCipher`] ([`InMemoryTranscriptStore::with_cipher`]) segment texts
+/// and the free text are kept sealed (fields `transcript.segments` and
+/// `transcript.text`, see [`crate::crypto::seal_transcript`]) and opened on read.
 #[derive(Default, Debug)]
 pub struct InMemoryTranscriptStore {
     state: Mutex<HashMap<CallId, Transcript>>,
+    cipher: Mutex<Option<FieldCipher>>,
 }
 
 impl InMemoryTranscriptStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that keeps transcript texts sealed with `cipher`.
+    pub fn with_cipher(cipher: FieldCipher) -> Self {
+        let store = Self::default();
+        store.set_cipher(cipher);
+        store
+    }
+
+    /// Replaces the key ring (the first key seals new text; all open).
+    pub fn set_cipher(&self, cipher: FieldCipher) {
+        *self.cipher.lock().unwrap_or_else(|p| p.into_inner()) = Some(cipher);
+    }
+
+    fn cipher(&self) -> Option<FieldCipher> {
+        self.cipher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<CallId, Transcript>> {
@@ -28,13 +53,14 @@ impl InMemoryTranscriptStore {
 #[async_trait::async_trait]
 impl TranscriptStore for InMemoryTranscriptStore {
     async fn put(&self, transcript: &Transcript) -> Result<()> {
+        let sealed = seal_transcript(transcript, self.cipher().as_ref())?;
         let mut st = self.lock();
         if let Some(existing) = st.get(&transcript.call_id)
             && existing.owner != transcript.owner
         {
             return Err(Error::conflict("transcript belongs to another owner"));
         }
-        st.insert(transcript.call_id, transcript.clone());
+        st.insert(transcript.call_id, sealed);
         Ok(())
     }
 
@@ -46,27 +72,36 @@ impl TranscriptStore for InMemoryTranscriptStore {
         segments: &[TranscriptSegment],
         now: DateTime<Utc>,
     ) -> Result<Transcript> {
+        let cipher = self.cipher();
+        let sealed = seal_segments(owner, segments, cipher.as_ref())?;
         let mut st = self.lock();
-        let t = st
-            .entry(call_id)
-            .or_insert_with(|| Transcript::new(call_id, owner.clone(), now));
-        if &t.owner != owner {
+        let mut next = st
+            .get(&call_id)
+            .cloned()
+            .unwrap_or_else(|| Transcript::new(call_id, owner.clone(), now));
+        if &next.owner != owner {
             return Err(Error::conflict("transcript belongs to another owner"));
         }
         if let Some(p) = provider_call_id {
-            t.provider_call_id = Some(p.to_owned());
+            next.provider_call_id = Some(p.to_owned());
         }
-        t.segments.extend_from_slice(segments);
-        t.updated_at = now;
-        Ok(t.clone())
+        next.segments.extend(sealed);
+        next.updated_at = now;
+        // Open before storing: a transcript that cannot be read is not extended.
+        let opened = open_transcript(next.clone(), cipher.as_ref())?;
+        st.insert(call_id, next);
+        Ok(opened)
     }
 
     async fn get(&self, call_id: CallId, now: DateTime<Utc>) -> Result<Option<Transcript>> {
-        Ok(self
+        let found = self
             .lock()
             .get(&call_id)
             .filter(|t| !t.is_expired(now))
-            .cloned())
+            .cloned();
+        found
+            .map(|t| open_transcript(t, self.cipher().as_ref()))
+            .transpose()
     }
 
     async fn get_by_provider_call_id(
@@ -74,11 +109,14 @@ impl TranscriptStore for InMemoryTranscriptStore {
         provider_call_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<Transcript>> {
-        Ok(self
+        let found = self
             .lock()
             .values()
             .find(|t| t.provider_call_id.as_deref() == Some(provider_call_id) && !t.is_expired(now))
-            .cloned())
+            .cloned();
+        found
+            .map(|t| open_transcript(t, self.cipher().as_ref()))
+            .transpose()
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {

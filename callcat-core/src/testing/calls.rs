@@ -579,3 +579,54 @@ pub async fn invalid_cursor_is_a_validation_error(store: Store) {
     let err = store.list(&o, &q).await.expect_err("bad cursor");
     assert_eq!(err.kind(), ErrorKind::Validation, "{err}");
 }
+
+/// `active_calls_to_number` counts the active calls to a number in scope, and
+/// nothing else (other numbers, finished or scheduled calls, other scopes).
+pub async fn active_calls_to_number_counts_in_scope(store: Store) {
+    let a = owner("tenant-n");
+    let b = owner("tenant-other");
+    let number = super::fixtures::phone();
+    let other = crate::phone::PhoneNumber::parse("+442071838750").unwrap_or_else(|e| panic!("{e}"));
+    for (o, n, status) in [
+        (&a, &number, CallStatus::Ringing),
+        (&a, &number, CallStatus::InProgress),
+        (&a, &number, CallStatus::Completed),
+        (&a, &number, CallStatus::Scheduled),
+        (&a, &other, CallStatus::Ringing),
+        (&b, &number, CallStatus::Dispatching),
+    ] {
+        let mut c = scheduled_call(o, at(10));
+        c.phone_number = n.clone();
+        let c = create(&store, &c).await;
+        if status != CallStatus::Scheduled {
+            let mut u = c.clone();
+            u.status = status;
+            u.next_action_at = (status == CallStatus::Dispatching).then_some(at(900));
+            if status.is_terminal() {
+                u.finished_at = Some(at(20));
+            }
+            store.update(&u).await.expect("set status");
+        }
+    }
+    let count = |scope: ActiveScope, n: crate::phone::PhoneNumber| {
+        let store = store.clone();
+        async move {
+            store
+                .active_calls_to_number(&scope, &n)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(count(ActiveScope::All, number.clone()).await, 3);
+    assert_eq!(
+        count(ActiveScope::Tenant("tenant-n".into()), number.clone()).await,
+        2
+    );
+    assert_eq!(
+        count(ActiveScope::Owner(b.clone()), number.clone()).await,
+        1
+    );
+    assert_eq!(count(ActiveScope::All, other.clone()).await, 1);
+    let nobody = crate::phone::PhoneNumber::parse("+4930901820").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(ActiveScope::All, nobody).await, 0);
+}

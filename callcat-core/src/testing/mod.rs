@@ -18,8 +18,11 @@
 
 pub mod calls;
 pub mod fixtures;
+mod keep_alive;
 pub mod transcripts;
 pub mod windows;
+
+pub use keep_alive::KeepAlive;
 
 /// Expands to one `#[tokio::test]` per [`calls`] case over the store `$make().await`.
 #[macro_export]
@@ -42,7 +45,8 @@ macro_rules! call_store_conformance_tests {
             next_due_at_is_the_earliest_claimable_time,
             list_active_by_scope,
             list_tenant_range_pages_in_order,
-            invalid_cursor_is_a_validation_error
+            invalid_cursor_is_a_validation_error,
+            active_calls_to_number_counts_in_scope
         );
     };
 }

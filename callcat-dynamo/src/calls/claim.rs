@@ -17,9 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
 use super::DynamoCallStore;
-use super::item::{
-    CLAIMABLE, attr, call_from_item, call_item, call_pk, due_shard, index, update_expression,
-};
+use super::item::{CLAIMABLE, attr, call_pk, due_shard, index, update_expression};
 use crate::client::{Expr, QuerySpec, get_n, n, s};
 use crate::error::{DResult, DynamoError};
 use crate::metrics::OpKind;
@@ -70,7 +68,7 @@ impl DynamoCallStore {
         let maybe_more = pages.iter().any(|p| p.len() >= per_shard);
         let mut out = Vec::new();
         for item in pages.into_iter().flatten() {
-            let call = call_from_item(&item)?;
+            let call = self.open(&item)?;
             if skip.contains(&call.id) {
                 continue;
             }
@@ -98,7 +96,7 @@ impl DynamoCallStore {
         next.next_action_at = Some(lease_until);
         next.version = current.version + 1;
         next.updated_at = now;
-        let item = call_item(&next, self.shards)?;
+        let item = self.item(&next)?;
         let mut e = Expr::new();
         let update = update_expression(&item, &mut e);
         let statuses: Vec<String> = CLAIMABLE.iter().map(|st| e.value(s(st.as_str()))).collect();

@@ -1,6 +1,6 @@
 //! How a [`Call`] maps to an item of the calls table, and back.
 
-use callcat_core::{Call, CallId, CallStatus, ListView, Owner};
+use callcat_core::{Call, CallId, CallStatus, FieldCipher, ListView, Owner, open_call, seal_call};
 
 use crate::client::{Expr, Item, get_s, n, s};
 use crate::error::{DResult, DynamoError};
@@ -36,6 +36,8 @@ pub(crate) mod attr {
     pub const ACTIVE_SHARD: &str = "activeShard";
     /// `scheduled_for#id` while active (sparse).
     pub const ACTIVE_SORT: &str = "activeSort";
+    /// The blind index of the phone number (only with a cipher).
+    pub const PHONE_INDEX: &str = "phoneIndex";
     /// `DUE#<n>` while claimable (sparse).
     pub const DUE_SHARD: &str = "dueShard";
     /// `next_action_at` in epoch ms while claimable (sparse).
@@ -53,8 +55,9 @@ pub(crate) mod index {
 }
 
 /// Attributes that exist only in some states; an update removes them when absent.
-const SPARSE: [&str; 6] = [
+const SPARSE: [&str; 7] = [
     attr::PROVIDER,
+    attr::PHONE_INDEX,
     attr::ACTIVE_TENANT,
     attr::ACTIVE_SHARD,
     attr::ACTIVE_SORT,
@@ -101,9 +104,12 @@ pub(crate) const CLAIMABLE: [CallStatus; 3] = [
     CallStatus::Dispatching,
 ];
 
-/// The full item for a call: the JSON record plus every key and index attribute.
-pub(crate) fn call_item(call: &Call, shards: u32) -> DResult<Item> {
-    let json = serde_json::to_string(call)
+/// The full item for a call: the JSON record (its phone number, caller number and
+/// recording URL sealed under the current key when `cipher` is set) plus every key
+/// and index attribute, and the phone number's blind index with a cipher.
+pub(crate) fn call_item(call: &Call, shards: u32, cipher: Option<&FieldCipher>) -> DResult<Item> {
+    let sealed = seal_call(call, cipher).map_err(DynamoError::Core)?;
+    let json = serde_json::to_string(&sealed.record)
         .map_err(|e| DynamoError::Corrupt(format!("call {} does not serialize: {e}", call.id)))?;
     let id = call.id;
     let shard = shard_of(id.as_uuid(), shards);
@@ -127,6 +133,9 @@ pub(crate) fn call_item(call: &Call, shards: u32) -> DResult<Item> {
     if let Some(p) = call.provider_call_id.as_deref().filter(|p| !p.is_empty()) {
         item.insert(attr::PROVIDER.into(), s(p));
     }
+    if let Some(i) = sealed.phone_index {
+        item.insert(attr::PHONE_INDEX.into(), s(i));
+    }
     if call.status.is_active() {
         item.insert(attr::ACTIVE_TENANT.into(), s(tenant));
         item.insert(attr::ACTIVE_SHARD.into(), s(active_shard(shard)));
@@ -139,8 +148,9 @@ pub(crate) fn call_item(call: &Call, shards: u32) -> DResult<Item> {
     Ok(item)
 }
 
-/// Reads the call out of an item.
-pub(crate) fn call_from_item(item: &Item) -> DResult<Call> {
+/// Reads the call out of an item, opening sealed fields with `cipher` (a tampered
+/// value or a missing key is `ErrorKind::Crypto`).
+pub(crate) fn call_from_item(item: &Item, cipher: Option<&FieldCipher>) -> DResult<Call> {
     let json = get_s(item, attr::CALL).ok_or_else(|| {
         DynamoError::Corrupt(format!(
             "item {:?} has no `{}` attribute",
@@ -148,12 +158,13 @@ pub(crate) fn call_from_item(item: &Item) -> DResult<Call> {
             attr::CALL
         ))
     })?;
-    serde_json::from_str(json).map_err(|e| {
+    let record: serde_json::Value = serde_json::from_str(json).map_err(|e| {
         DynamoError::Corrupt(format!(
             "item {:?}: the call does not parse: {e}",
             get_s(item, attr::PK).unwrap_or("?")
         ))
-    })
+    })?;
+    open_call(record, cipher).map_err(DynamoError::Core)
 }
 
 /// `SET` every attribute of `item` but the key, `REMOVE` the sparse ones it lacks.
@@ -204,10 +215,11 @@ mod tests {
     #[test]
     fn scheduled_call_is_in_the_due_index_and_not_active() {
         let c = call();
-        let item = call_item(&c, 8).expect("item");
+        let item = call_item(&c, 8, None).expect("item");
         assert!(item.contains_key(attr::DUE_SHARD));
         assert!(!item.contains_key(attr::ACTIVE_TENANT));
-        assert_eq!(call_from_item(&item).expect("parses"), c);
+        assert_eq!(call_from_item(&item, None).expect("parses"), c);
+        assert!(!item.contains_key(attr::PHONE_INDEX));
         let mut e = Expr::new();
         let expr = update_expression(&item, &mut e);
         assert!(expr.starts_with("SET "));
@@ -216,5 +228,23 @@ mod tests {
             !expr.contains("status"),
             "reserved words go through names: {expr}"
         );
+    }
+
+    #[test]
+    fn sealed_items_hold_the_blind_index_and_no_plaintext() {
+        use callcat_core::{ErrorKind, MasterKey};
+        let cipher = FieldCipher::new(vec![MasterKey::new(3, [3; 32])]).expect("cipher");
+        let c = call();
+        let item = call_item(&c, 8, Some(&cipher)).expect("item");
+        let shown = format!("{item:?}");
+        assert!(!shown.contains("4155550100"), "{shown}");
+        assert_eq!(
+            get_s(&item, attr::PHONE_INDEX),
+            Some(cipher.blind_index("+14155550100").as_str())
+        );
+        assert_eq!(call_from_item(&item, Some(&cipher)).expect("opens"), c);
+        let err = call_from_item(&item, None).expect_err("no key");
+        assert!(matches!(&err, DynamoError::Core(e) if e.kind() == ErrorKind::Crypto));
+        assert_eq!(callcat_core::Error::from(err).source_name(), Some("dynamo"));
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 
 use super::DynamoCallStore;
-use super::item::{active_shard, attr, call_from_item, call_pk, index, owner_view, tenant_key};
+use super::item::{active_shard, attr, call_pk, index, owner_view, tenant_key};
 use crate::client::{Expr, QuerySpec, get_s, page_limit, s};
 use crate::error::{DResult, DynamoError};
 use crate::keys::{just_after, ms_key, time_id_key, time_id_key_ms};
@@ -55,11 +55,11 @@ fn finished(c: &Call) -> DateTime<Utc> {
     c.finished_sort_key()
 }
 
-fn parse_all(items: Vec<crate::client::Item>) -> DResult<Vec<Call>> {
-    items.iter().map(call_from_item).collect()
-}
-
 impl DynamoCallStore {
+    fn parse_all(&self, items: Vec<crate::client::Item>) -> DResult<Vec<Call>> {
+        items.iter().map(|i| self.open(i)).collect()
+    }
+
     fn spec(
         &self,
         index: &'static str,
@@ -110,7 +110,7 @@ impl DynamoCallStore {
             .map(|st| format!("{} = {}", e.name(attr::STATUS), e.value(s(st.as_str()))));
         let mut spec = self.spec(index::OWNER_VIEW, cond, e, forward);
         spec.filter = filter;
-        let calls = parse_all(self.ctx.query_items(&spec, limit + 1).await?)?;
+        let calls = self.parse_all(self.ctx.query_items(&spec, limit + 1).await?)?;
         let key = match query.view {
             ListView::Upcoming => scheduled,
             ListView::Finished => finished,
@@ -142,7 +142,7 @@ impl DynamoCallStore {
                 continue;
             };
             if let Some(call) = self.get_item(call_pk(id)).await? {
-                let call = call_from_item(&call)?;
+                let call = self.open(&call)?;
                 if call.provider_call_id.as_deref() == Some(provider_call_id) {
                     return Ok(Some(call));
                 }
@@ -180,12 +180,12 @@ impl DynamoCallStore {
             spec
         };
         let mut calls = match scope {
-            ActiveScope::Tenant(t) => parse_all(
+            ActiveScope::Tenant(t) => self.parse_all(
                 self.ctx
                     .query_items(&tenant_spec(t, None), limit + 1)
                     .await?,
             )?,
-            ActiveScope::Owner(o) => parse_all(
+            ActiveScope::Owner(o) => self.parse_all(
                 self.ctx
                     .query_items(&tenant_spec(&o.tenant, Some(o)), limit + 1)
                     .await?,
@@ -212,7 +212,7 @@ impl DynamoCallStore {
                 let pages =
                     try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, limit + 1)))
                         .await?;
-                let mut all = parse_all(pages.into_iter().flatten().collect())?;
+                let mut all = self.parse_all(pages.into_iter().flatten().collect())?;
                 all.sort_by(|a, b| {
                     time_id_key(a.scheduled_for, &a.id).cmp(&time_id_key(b.scheduled_for, &b.id))
                 });
@@ -254,7 +254,7 @@ impl DynamoCallStore {
             e.value(s(hi)),
         );
         let spec = self.spec(index::TENANT_SCHEDULE, cond, e, true);
-        let calls = parse_all(self.ctx.query_items(&spec, limit + 1).await?)?;
+        let calls = self.parse_all(self.ctx.query_items(&spec, limit + 1).await?)?;
         Ok(page(calls, limit, scheduled))
     }
 }

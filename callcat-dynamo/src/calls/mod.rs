@@ -1,5 +1,6 @@
 //! [`DynamoCallStore`]: calls in one DynamoDB table with six global secondary indexes.
 
+mod by_number;
 mod claim;
 pub(crate) mod item;
 mod list;
@@ -14,8 +15,8 @@ use aws_sdk_dynamodb::types::{
     Update,
 };
 use callcat_core::{
-    ActiveScope, Call, CallId, CallStatus, CallStore, Created, ListQuery, Owner, Page, Result,
-    StoreCapabilities, TenantId, WorkerId,
+    ActiveScope, Call, CallId, CallStatus, CallStore, Created, FieldCipher, ListQuery, Owner, Page,
+    Result, StoreCapabilities, TenantId, WorkerId,
 };
 use chrono::{DateTime, Utc};
 
@@ -34,6 +35,7 @@ pub struct DynamoCallStore {
     ctx: Ctx,
     table: String,
     shards: u32,
+    cipher: Option<FieldCipher>,
 }
 
 impl std::fmt::Debug for DynamoCallStore {
@@ -41,6 +43,7 @@ impl std::fmt::Debug for DynamoCallStore {
         f.debug_struct("DynamoCallStore")
             .field("table", &self.table)
             .field("shards", &self.shards)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +96,26 @@ impl DynamoCallStore {
             ctx: Ctx::new(client),
             table: table.into(),
             shards: shards.clamp(1, crate::config::MAX_SHARDS),
+            cipher: None,
         }
+    }
+
+    /// The same store, sealing each call's phone number, caller number and recording
+    /// URL with `cipher` and storing the phone number's blind index in `phoneIndex`
+    /// (see the crate docs, "Encryption at rest").
+    pub fn with_cipher(mut self, cipher: FieldCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
+    /// The item for `call` (sealed under the current key with a cipher).
+    fn item(&self, call: &Call) -> DResult<Item> {
+        call_item(call, self.shards, self.cipher.as_ref())
+    }
+
+    /// The call in `item` (opened with the cipher).
+    fn open(&self, item: &Item) -> DResult<Call> {
+        call_from_item(item, self.cipher.as_ref())
     }
 
     /// The table name.
@@ -148,7 +170,7 @@ impl DynamoCallStore {
     async fn get_call(&self, id: CallId) -> DResult<Option<Call>> {
         self.get_item(call_pk(id))
             .await?
-            .map(|i| call_from_item(&i))
+            .map(|i| self.open(&i))
             .transpose()
     }
 
@@ -255,7 +277,7 @@ impl DynamoCallStore {
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(call_item(call, self.shards)?))
+                .set_item(Some(self.item(call)?))
                 .condition_expression(cond)
                 .set_expression_attribute_names(e.names())
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -278,7 +300,7 @@ impl DynamoCallStore {
             }
             let mut items = vec![
                 TransactWriteItem::builder()
-                    .put(self.put_new_call(call_item(call, self.shards)?)?)
+                    .put(self.put_new_call(self.item(call)?)?)
                     .build(),
             ];
             let idem_at = idem.map(|key| {
@@ -346,11 +368,11 @@ impl DynamoCallStore {
     }
 
     /// Why a CAS on `call` failed, given the stored item (if any).
-    fn diagnose(call: &Call, stored: Option<&Item>) -> DResult<DynamoError> {
+    fn diagnose(&self, call: &Call, stored: Option<&Item>) -> DResult<DynamoError> {
         let Some(stored) = stored else {
             return Ok(DynamoError::NotFound(format!("call {} not found", call.id)));
         };
-        let stored = call_from_item(stored)?;
+        let stored = self.open(stored)?;
         if stored.version != call.version {
             return Ok(DynamoError::Conflict(format!(
                 "call {} was changed concurrently (version {} != {})",
@@ -372,7 +394,7 @@ impl DynamoCallStore {
             .version
             .checked_add(1)
             .ok_or_else(|| DynamoError::Conflict("version overflow".into()))?;
-        let item = call_item(&next, self.shards)?;
+        let item = self.item(&next)?;
         let provider = next.provider_call_id.as_deref().filter(|p| !p.is_empty());
 
         // Fast path: one UpdateItem, conditional on the version, the owner, and the
@@ -412,16 +434,16 @@ impl DynamoCallStore {
         let stored_provider = old.as_ref().and_then(|o| get_s(o, attr::PROVIDER));
         let cas_ok = match &old {
             Some(o) => {
-                let stored = call_from_item(o)?;
+                let stored = self.open(o)?;
                 stored.version == call.version && stored.owner == call.owner
             }
             None => false,
         };
         if !cas_ok || provider.is_none() || stored_provider == provider {
-            return Err(Self::diagnose(call, old.as_ref())?);
+            return Err(self.diagnose(call, old.as_ref())?);
         }
         let Some(p) = provider else {
-            return Err(Self::diagnose(call, old.as_ref())?);
+            return Err(self.diagnose(call, old.as_ref())?);
         };
 
         // The provider call id is new: claim its guard in the same transaction.
@@ -450,7 +472,7 @@ impl DynamoCallStore {
                 if let Some(failed) = failed {
                     if failed.first() == Some(&true) {
                         let stored = self.get_item(call_pk(call.id)).await?;
-                        return Err(Self::diagnose(call, stored.as_ref())?);
+                        return Err(self.diagnose(call, stored.as_ref())?);
                     }
                     if failed.get(1) == Some(&true) {
                         return Err(DynamoError::Conflict(
@@ -639,5 +661,14 @@ impl CallStore for DynamoCallStore {
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(self.next_due_at_inner().await?)
+    }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &callcat_core::PhoneNumber,
+    ) -> Result<u32> {
+        // The inherent method answers from the blind phone index.
+        Self::active_calls_to_number(self, scope, number).await
     }
 }

@@ -1,0 +1,271 @@
+//! Encryption at rest in the in-memory stores: what memory holds, rotation,
+//! tampering, and the blind-index look-up.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{InMemoryCallStore, InMemoryTranscriptStore};
+use crate::crypto::{FieldCipher, MasterKey};
+use crate::{
+    ActiveScope, Call, CallAnalysis, CallStatus, CallStore, CallTemplate, ErrorKind, Limits,
+    NewCall, Owner, PhoneNumber, SpeakerRole, TranscriptSegment, TranscriptStore, WorkerId,
+};
+
+const NUMBER: &str = "+14155552671";
+const CALLER: &str = "+442071838750";
+const RECORDING: &str = "https://recordings.example/secret-take.wav";
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default()
+}
+
+fn key(id: u32) -> MasterKey {
+    MasterKey::new(id, [id as u8; 32])
+}
+
+fn ring(ids: &[u32]) -> FieldCipher {
+    FieldCipher::new(ids.iter().map(|i| key(*i)).collect()).expect("cipher")
+}
+
+fn call_to(owner: &Owner, number: &str) -> Call {
+    let mut template = CallTemplate::new(
+        "Ada",
+        PhoneNumber::parse(number).expect("number"),
+        "Checkup",
+        "Ask how the week went.",
+    );
+    template.caller_number = Some(PhoneNumber::parse(CALLER).expect("caller"));
+    NewCall::new(template)
+        .at(t0())
+        .into_call(owner.clone(), t0(), &Limits::default())
+        .expect("call")
+}
+
+/// create → claim → ringing (provider id) → completed (recording) → analysis.
+async fn lifecycle(store: &InMemoryCallStore, owner: &Owner) -> Call {
+    let call = call_to(owner, NUMBER);
+    store.create(&call).await.expect("create");
+    let claimed = store
+        .claim_due(
+            t0(),
+            10,
+            &WorkerId::new("w1"),
+            t0() + TimeDelta::seconds(30),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let mut c = claimed.into_iter().next().expect("claimed");
+    c.status = CallStatus::Ringing;
+    c.provider_call_id = Some(format!("prov-{}", c.id));
+    c.lease = None;
+    c.next_action_at = None;
+    let c = store.update(&c).await.expect("ringing");
+    let mut c = c;
+    c.status = CallStatus::Completed;
+    c.recording_url = Some(RECORDING.into());
+    c.ended_at = Some(t0() + TimeDelta::seconds(90));
+    c.finished_at = c.ended_at;
+    let mut c = store.update(&c).await.expect("completed");
+    c.analysis = Some(CallAnalysis {
+        summary: Some("fine".into()),
+        ..CallAnalysis::default()
+    });
+    store.update(&c).await.expect("analysis")
+}
+
+#[tokio::test]
+async fn memory_holds_no_plaintext_and_the_owner_reads_it_back() {
+    let store = InMemoryCallStore::with_cipher(ring(&[1]));
+    let owner = Owner::new("acme", "alice");
+    let done = lifecycle(&store, &owner).await;
+    let dump = store.dump();
+    for secret in ["4155552671", "2071838750", "secret-take"] {
+        assert!(!dump.contains(secret), "{secret} in memory: {dump}");
+    }
+    assert!(dump.contains("cc1.1."), "sealed values are there");
+    let read = store.get(done.id).await.expect("get").expect("found");
+    assert_eq!(read, done);
+    assert_eq!(read.phone_number.as_str(), NUMBER);
+    assert_eq!(read.recording_url.as_deref(), Some(RECORDING));
+    let by_provider = store
+        .find_by_provider_call_id(done.provider_call_id.as_deref().expect("id"))
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(by_provider, done);
+}
+
+#[tokio::test]
+async fn rotation_reads_old_rows_and_rewrites_them_with_the_new_key() {
+    let store = InMemoryCallStore::with_cipher(ring(&[1]));
+    let owner = Owner::new("acme", "alice");
+    let old = call_to(&owner, NUMBER);
+    store.create(&old).await.expect("create");
+    assert!(store.dump().contains("cc1.1."));
+
+    store.set_cipher(ring(&[2, 1]));
+    let read = store
+        .get(old.id)
+        .await
+        .expect("old key reads")
+        .expect("found");
+    assert_eq!(read, old);
+    let fresh = call_to(&owner, "+14155552672");
+    store.create(&fresh).await.expect("create under key 2");
+    let mut edited = read.clone();
+    edited.subject = "rewritten".into();
+    store.update(&edited).await.expect("rewrite");
+    let dump = store.dump();
+    assert!(
+        !dump.contains("cc1.1."),
+        "every row is under key 2 now: {dump}"
+    );
+    assert!(dump.contains("cc1.2."));
+
+    // A store that only knows key 2 cannot read key-1 rows.
+    let other = InMemoryCallStore::with_cipher(ring(&[1]));
+    let c = call_to(&owner, NUMBER);
+    other.create(&c).await.expect("create");
+    other.set_cipher(ring(&[2]));
+    let err = other.get(c.id).await.expect_err("key 1 is gone");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    let err = other
+        .claim_due(t0(), 10, &WorkerId::new("w"), t0() + TimeDelta::seconds(5))
+        .await
+        .expect_err("cannot claim what cannot be opened");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    assert_eq!(
+        other.next_due_at().await.expect("due"),
+        Some(t0()),
+        "unchanged"
+    );
+}
+
+#[tokio::test]
+async fn plain_rows_from_before_encryption_still_read() {
+    let store = InMemoryCallStore::new();
+    let owner = Owner::new("acme", "alice");
+    let c = call_to(&owner, NUMBER);
+    store.create(&c).await.expect("create");
+    store.set_cipher(ring(&[1]));
+    assert_eq!(store.get(c.id).await.expect("get"), Some(c.clone()));
+    store.update(&c).await.expect("rewrite seals it");
+    assert!(!store.dump().contains("4155552671"));
+}
+
+#[tokio::test]
+async fn tampered_ciphertext_is_a_crypto_error() {
+    let store = InMemoryCallStore::with_cipher(ring(&[1]));
+    let owner = Owner::new("acme", "alice");
+    let c = call_to(&owner, NUMBER);
+    store.create(&c).await.expect("create");
+    store.tamper(c.id, |record| {
+        let sealed = record["phone_number"].as_str().expect("sealed").to_owned();
+        // Change one character in the middle of the base64 body (6 bits of the tag).
+        let mut chars: Vec<char> = sealed.chars().collect();
+        let i = chars.len() - 10;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let t: String = chars.into_iter().collect();
+        record["phone_number"] = serde_json::Value::String(t);
+    });
+    let err = store.get(c.id).await.expect_err("tampered");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    let err = store
+        .list(
+            &owner,
+            &crate::ListQuery::new(crate::ListView::Upcoming, 10),
+        )
+        .await
+        .expect_err("listing opens it too");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+}
+
+#[tokio::test]
+async fn active_calls_to_a_number_match_by_blind_index_across_rotation() {
+    let store = InMemoryCallStore::with_cipher(ring(&[1]));
+    let alice = Owner::new("acme", "alice");
+    let bob = Owner::new("acme", "bob");
+    let eve = Owner::new("other", "eve");
+    let number = PhoneNumber::parse(NUMBER).expect("number");
+    for owner in [&alice, &bob, &eve] {
+        store.create(&call_to(owner, NUMBER)).await.expect("create");
+    }
+    store
+        .create(&call_to(&alice, "+14155552672"))
+        .await
+        .expect("other number");
+    let count = |scope: ActiveScope| store.active_calls_to_number(&scope, &number);
+    assert_eq!(
+        count(ActiveScope::All).expect("count"),
+        0,
+        "none active yet"
+    );
+
+    // Claim everything under key 1, then rotate: the blind indexes differ per key.
+    store
+        .claim_due(t0(), 10, &WorkerId::new("w"), t0() + TimeDelta::seconds(30))
+        .await
+        .expect("claim");
+    store.set_cipher(ring(&[2, 1]));
+    store
+        .create(&call_to(&alice, NUMBER))
+        .await
+        .expect("scheduled, key 2");
+    assert_eq!(count(ActiveScope::All).expect("all"), 3);
+    assert_eq!(
+        count(ActiveScope::Tenant("acme".into())).expect("tenant"),
+        2
+    );
+    assert_eq!(count(ActiveScope::Owner(alice.clone())).expect("owner"), 1);
+    assert_eq!(
+        count(ActiveScope::Owner(Owner::new("acme", "nobody"))).expect("nobody"),
+        0
+    );
+
+    // Without a cipher the look-up compares numbers.
+    let plain = InMemoryCallStore::new();
+    plain
+        .create(&call_to(&alice, NUMBER))
+        .await
+        .expect("create");
+    plain
+        .claim_due(t0(), 10, &WorkerId::new("w"), t0() + TimeDelta::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(
+        plain
+            .active_calls_to_number(&ActiveScope::All, &number)
+            .expect("plain"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn transcripts_are_sealed_in_memory() {
+    let store = InMemoryTranscriptStore::with_cipher(ring(&[1]));
+    let owner = Owner::new("acme", "alice");
+    let call = call_to(&owner, NUMBER);
+    let seg = TranscriptSegment::new(SpeakerRole::User, "my account is 99887766");
+    let t = store
+        .append(
+            call.id,
+            &owner,
+            Some("prov-1"),
+            std::slice::from_ref(&seg),
+            t0(),
+        )
+        .await
+        .expect("append");
+    assert_eq!(t.segments, vec![seg.clone()]);
+    assert!(!format!("{store:?}").contains("99887766"));
+    let got = store.get(call.id, t0()).await.expect("get").expect("found");
+    assert_eq!(got.segments, vec![seg]);
+    store.set_cipher(ring(&[2]));
+    let err = store.get(call.id, t0()).await.expect_err("key 1 gone");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    let err = store
+        .append(call.id, &owner, None, &[], t0())
+        .await
+        .expect_err("cannot extend what cannot be read");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+}

@@ -1,0 +1,426 @@
+//! Assembly: [`ServerBuilder`] turns a [`Config`] (plus, for tests, an injected
+//! clock and simulator timings) into a [`Server`]: stores, provider, scheduler,
+//! window planner, event ingestion, live tracking and the HTTP router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use callcat_core::memory::in_memory_stores;
+use callcat_core::{
+    CallService, Clock, EventIngestor, Limits, LiveTracker, PollerConfig, Scheduler, Simulator,
+    SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
+    WindowPlanner,
+};
+use callcat_core::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
+use callcat_dynamo::DynamoStores;
+use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
+use callcat_retell::RetellProvider;
+use callcat_twilio::TwilioProvider;
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::JwtKeys;
+use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
+use crate::error::json_errors;
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::server::{Background, Server};
+use crate::webhooks::twilio::TwilioHooks;
+use crate::webhooks::{RateLimiter, Webhooks};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A component could not be built or reached (store, provider).
+    #[error("{0}")]
+    Core(#[from] callcat_core::Error),
+    /// Listening or serving failed.
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Owner-scoped call operations.
+    pub service: CallService,
+    /// The stores.
+    pub stores: Stores,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Live updates.
+    pub bus: UpdateBus,
+    /// Active calls per tenant, and live subscriptions.
+    pub tracker: Arc<LiveTracker>,
+    /// Token verification.
+    pub jwt: JwtKeys,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Input limits.
+    pub limits: Limits,
+    /// Places the calls of call windows.
+    pub planner: WindowPlanner,
+    /// Webhook verifiers, ingestion and rate limit.
+    pub webhooks: Arc<Webhooks>,
+    /// The externally visible base URL (no trailing slash).
+    pub base_url: String,
+    /// Set to `true` when the server shuts down (ends event streams).
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a development-mode demo token is valid.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest API request body (64 KiB) unless changed with [`ServerBuilder::body_limit`].
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+/// Largest webhook body (providers send whole call objects with transcripts).
+pub const WEBHOOK_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Builds a [`Server`]; [`ServerBuilder::build`] validates and connects.
+pub struct ServerBuilder {
+    config: Config,
+    clock: Option<Arc<dyn Clock>>,
+    simulator: SimulatorConfig,
+    stores: Option<Stores>,
+    body_limit: usize,
+    webhook_rate: (u32, u32),
+    poller: PollerConfig,
+    sweeper: SweeperConfig,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("simulator", &self.simulator)
+            .field("body_limit", &self.body_limit)
+            .field("webhook_rate", &self.webhook_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder for `config`.
+    pub fn new(config: Config) -> Self {
+        ServerBuilder {
+            config,
+            clock: None,
+            simulator: SimulatorConfig::default(),
+            stores: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            webhook_rate: (50, 200),
+            poller: PollerConfig::default(),
+            sweeper: SweeperConfig::default(),
+        }
+    }
+
+    /// The clock (default: the system clock). Tests pass a `ManualClock`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How simulated calls behave (telephony = simulator).
+    pub fn simulator_config(mut self, config: SimulatorConfig) -> Self {
+        self.simulator = config;
+        self
+    }
+
+    /// Use these stores instead of the ones the config names.
+    pub fn stores(mut self, stores: Stores) -> Self {
+        self.stores = Some(stores);
+        self
+    }
+
+    /// Largest accepted API request body in bytes (default 64 KiB).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Webhook requests admitted per second, and the burst (default 50/s, 200).
+    pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.webhook_rate = (per_second, burst);
+        self
+    }
+
+    /// How the transcript poller paces itself.
+    pub fn poller_config(mut self, config: PollerConfig) -> Self {
+        self.poller = config;
+        self
+    }
+
+    /// When the stale-call sweeper ends calls.
+    pub fn sweeper_config(mut self, config: SweeperConfig) -> Self {
+        self.sweeper = config;
+        self
+    }
+
+    /// Validates, connects to the store and provider, and assembles the server.
+    pub async fn build(self) -> Result<Server, StartError> {
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        if self.body_limit < 1024 {
+            return Err(callcat_core::Error::validation(
+                "bodyLimit",
+                "the body limit must be at least 1024 bytes",
+            )
+            .into());
+        }
+        if self.webhook_rate.0 == 0 || self.webhook_rate.1 == 0 {
+            return Err(callcat_core::Error::validation(
+                "webhookRateLimit",
+                "the webhook rate and burst must be at least 1",
+            )
+            .into());
+        }
+        self.poller.validate()?;
+        self.sweeper.validate()?;
+        let base_url = self.config.base_url();
+        let wakeup = Wakeup::new();
+        let (stores, pg_listener) = match self.stores {
+            Some(s) => (s, None),
+            None => open_stores(&self.config, &wakeup).await?,
+        };
+        let bus = UpdateBus::default();
+        let mut retell = None;
+        let mut twilio = None;
+        let mut simulator = None;
+        let provider: Arc<dyn TelephonyProvider> = match &self.config.telephony {
+            TelephonyConfig::Simulator => {
+                let sim = Simulator::new(clock.clone(), self.simulator.clone());
+                simulator = Some(sim.clone());
+                Arc::new(sim)
+            }
+            TelephonyConfig::Retell {
+                api_key,
+                base_url: api_base,
+                from_number,
+                agent_id,
+            } => {
+                let mut b = RetellProvider::builder()
+                    .api_key(api_key.expose())
+                    .from_number(from_number.as_str())
+                    .agent_id(agent_id.as_str())
+                    .clock(clock.clone());
+                if let Some(u) = api_base {
+                    b = b.base_url(u.as_str().trim_end_matches('/'));
+                }
+                let p = b.build()?;
+                retell = Some(p.webhook_verifier());
+                Arc::new(p)
+            }
+            TelephonyConfig::Twilio {
+                account_sid,
+                auth_token,
+                from_number,
+                base_url: api_base,
+            } => {
+                let mut b = TwilioProvider::builder()
+                    .account_sid(account_sid.as_str())
+                    .auth_token(auth_token.expose())
+                    .from_number(from_number.clone())
+                    .public_base_url(base_url.as_str());
+                if let Some(u) = api_base {
+                    b = b.base_url(u.as_str().trim_end_matches('/'));
+                }
+                let p = b.build()?;
+                twilio = Some(TwilioHooks {
+                    verifier: p.webhook_verifier(),
+                    urls: p.callback_urls().clone(),
+                });
+                Arc::new(p)
+            }
+        };
+        let (jwt_secret, dev_mode) = match &self.config.jwt_secret {
+            Some(s) => (s.expose().as_bytes().to_vec(), false),
+            None => (random_secret(), true),
+        };
+        let jwt = JwtKeys::new(&jwt_secret, clock.clone());
+        let dev_token = if dev_mode {
+            Some(jwt.mint("demo", None, None, DEV_TOKEN_TTL)?)
+        } else {
+            None
+        };
+        let limits = Limits::default();
+        let service = CallService::new(stores.calls.clone(), clock.clone(), wakeup.clone())
+            .with_provider(provider.clone())
+            .with_bus(bus.clone())
+            .with_limits(limits.clone());
+        let scheduler = Scheduler::builder()
+            .store(stores.calls.clone())
+            .provider(provider.clone())
+            .clock(clock.clone())
+            .wakeup(wakeup.clone())
+            .bus(bus.clone())
+            .build()?;
+        let planner = WindowPlanner::new(stores.windows.clone(), service.clone(), clock.clone());
+        let ingestor = Arc::new(
+            EventIngestor::from_stores(&stores, bus.clone(), clock.clone()).with_wakeup(wakeup),
+        );
+        let metrics = Metrics::default();
+        let metrics_task = metrics.follow_bus(&bus);
+        let tracker = Arc::new(LiveTracker::start(stores.calls.clone(), &bus, 256).await?);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let webhooks = Arc::new(Webhooks {
+            ingestor: ingestor.clone(),
+            retell,
+            twilio,
+            limiter: RateLimiter::new(clock.clone(), self.webhook_rate.0, self.webhook_rate.1),
+        });
+        let state = AppState {
+            service,
+            stores,
+            clock,
+            bus,
+            tracker,
+            jwt,
+            metrics,
+            limits,
+            planner: planner.clone(),
+            webhooks,
+            base_url,
+            stopping: stop_rx,
+        };
+        let background = Background {
+            scheduler,
+            planner,
+            ingestor,
+            provider,
+            simulator: simulator.clone(),
+            poller: self.poller,
+            sweeper: self.sweeper,
+            metrics_task: Box::pin(metrics_task),
+            pg_listener,
+        };
+        Ok(Server::new(
+            router(state.clone(), self.body_limit),
+            state,
+            self.config,
+            background,
+            simulator,
+            dev_token,
+            stop_tx,
+        ))
+    }
+}
+
+/// Opens the configured store. For PostgreSQL the schema is migrated and a
+/// LISTEN/NOTIFY listener relays wake-ups from other processes (keep it alive).
+async fn open_stores(
+    config: &Config,
+    wakeup: &Wakeup,
+) -> Result<(Stores, Option<PostgresWakeupListener>), StartError> {
+    let cipher = match &config.master_key {
+        Some(keys) => Some(keys.cipher()?),
+        None => None,
+    };
+    match &config.store {
+        StoreConfig::Memory => Ok((
+            match cipher {
+                Some(c) => Stores {
+                    calls: Arc::new(InMemoryCallStore::with_cipher(c.clone())),
+                    transcripts: Arc::new(InMemoryTranscriptStore::with_cipher(c)),
+                    windows: Arc::new(InMemoryWindowStore::new()),
+                },
+                None => in_memory_stores(),
+            },
+            None,
+        )),
+        StoreConfig::Postgres {
+            database_url,
+            schema,
+        } => {
+            let mut options = PostgresOptions::new();
+            if let Some(c) = cipher {
+                options = options.cipher(c);
+            }
+            if let Some(s) = schema {
+                options = options.schema(s.as_str());
+            }
+            let pg = PostgresStore::connect_with(database_url.expose(), options).await?;
+            pg.migrate().await?;
+            let listener = pg.wakeup_listener(wakeup.clone()).await?;
+            Ok((pg.stores(), Some(listener)))
+        }
+        StoreConfig::Dynamo(d) => {
+            let DynamoConfig {
+                endpoint,
+                calls_table,
+                transcripts_table,
+                windows_table,
+                create_tables,
+                region,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } = &**d;
+            let mut b = DynamoStores::builder()
+                .region(region.as_str())
+                .credentials(
+                    access_key_id.as_str(),
+                    secret_access_key.expose(),
+                    session_token.as_ref().map(|t| t.expose().to_owned()),
+                )
+                .calls_table(calls_table.as_str())
+                .transcripts_table(transcripts_table.as_str())
+                .windows_table(windows_table.as_str());
+            if let Some(u) = endpoint {
+                b = b.endpoint_url(u.as_str().trim_end_matches('/'));
+            }
+            if let Some(c) = cipher {
+                b = b.cipher(c);
+            }
+            let dynamo = b.build()?;
+            if *create_tables {
+                dynamo.create_tables().await?;
+            }
+            Ok((dynamo.stores(), None))
+        }
+    }
+}
+
+fn random_secret() -> Vec<u8> {
+    use rand::{RngCore as _, SeedableRng as _};
+    let mut bytes = vec![0u8; 32];
+    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// The HTTP routes with their layers: API bodies are limited to `body_limit`,
+/// webhook bodies to [`WEBHOOK_BODY_LIMIT`].
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let api = routes::api().layer(RequestBodyLimitLayer::new(body_limit));
+    let hooks = routes::webhooks().layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT));
+    api.merge(hooks)
+        .layer(middleware::from_fn_with_state(state.clone(), count_http))
+        .layer(middleware::from_fn(json_errors))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn count_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    state.metrics.http(&route, resp.status().as_u16());
+    resp
+}

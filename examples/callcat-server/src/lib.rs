@@ -1,0 +1,56 @@
+#![doc = include_str!("../README.md")]
+//! callcat-server: the example server's library — configuration, auth, the HTTP
+//! API, webhooks, live events and metrics — assembled by [`ServerBuilder`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod sse;
+pub mod webhooks;
+
+pub use app::{AppState, ServerBuilder, StartError};
+pub use auth::{AuthUser, Claims, JwtKeys};
+pub use config::{Config, ConfigError, StoreConfig, TelephonyConfig};
+pub use error::{ApiError, ApiResult};
+pub use metrics::Metrics;
+pub use server::{RunningServer, Server};
+
+/// Resolves on Ctrl-C (and SIGTERM on Unix), for [`Server::serve`].
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,346 @@
+//! `/api/calls`: create, list, read, edit, delete, cancel; transcripts.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use callcat_core::{
+    CallId, CallStatus, CallStoreExt as _, CallUpdate, Created, ListQuery, ListView, Transcript,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::dto::{
+    CallDto, CallListDto, CreateCallRequest, EditCallRequest, PutTranscriptRequest, TranscriptDto,
+};
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+
+/// Default page size of `GET /api/calls`.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Largest page size of `GET /api/calls`.
+pub const MAX_LIMIT: u32 = 100;
+
+pub(crate) fn call_id(raw: &str) -> ApiResult<CallId> {
+    // A malformed id cannot name anyone's call: answer as for an unknown one.
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("call {raw} not found")))
+}
+
+/// Creates a call. `Idempotency-Key` makes a retried POST return the first call (200).
+#[utoipa::path(
+    post, path = "/api/calls", tag = "calls",
+    request_body = CreateCallRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key returns the first call")),
+    responses(
+        (status = 201, description = "Created", body = CallDto),
+        (status = 200, description = "An earlier request with this Idempotency-Key created it", body = CallDto),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_call(
+    State(state): State<AppState>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateCallRequest>,
+) -> ApiResult<Response> {
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::validation("Idempotency-Key", "must be visible ASCII"))?
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let new = body.into_new_call(key)?;
+    let created = state.service.create(&user.owner, new).await?;
+    let status = match &created {
+        Created::New(c) => {
+            tracing::info!(call = %c.id, to = %c.phone_number, at = %c.scheduled_for, "call created");
+            StatusCode::CREATED
+        }
+        Created::Existing(_) => StatusCode::OK,
+    };
+    Ok((status, Json(CallDto::from(created.call()))).into_response())
+}
+
+/// `GET /api/calls` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only calls in this status (e.g. `SCHEDULED`, `COMPLETED`); without it, the upcoming view.
+    pub status: Option<String>,
+    /// `upcoming` (soonest first) or `finished` (latest first); default from `status`.
+    pub view: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<String>,
+    /// The `nextToken` of the previous page.
+    pub next_token: Option<String>,
+}
+
+/// Lists the caller's calls: upcoming soonest first, finished latest first.
+#[utoipa::path(
+    get, path = "/api/calls", tag = "calls", params(ListParams),
+    responses(
+        (status = 200, description = "A page of calls", body = CallListDto),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_calls(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<CallListDto>> {
+    let limit = match p.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::validation("limit", "limit must be between 1 and 100"))?,
+    };
+    let status = p
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<CallStatus>())
+        .transpose()?;
+    let view = match p.view.as_deref() {
+        None | Some("") => status.map(ListView::of).unwrap_or(ListView::Upcoming),
+        Some("upcoming") => ListView::Upcoming,
+        Some("finished") => ListView::Finished,
+        Some(_) => return Err(ApiError::validation("view", "view is upcoming or finished")),
+    };
+    if let Some(s) = status
+        && ListView::of(s) != view
+    {
+        return Err(ApiError::validation(
+            "status",
+            format!("status {s} is not in the {view:?} view"),
+        ));
+    }
+    let query = ListQuery {
+        view,
+        status,
+        limit,
+        cursor: p.next_token.filter(|t| !t.is_empty()),
+    };
+    let page = state.service.list(&user.owner, &query).await?;
+    Ok(Json(CallListDto {
+        calls: page.items.iter().map(CallDto::from).collect(),
+        next_token: page.next_cursor,
+    }))
+}
+
+/// One of the caller's calls.
+#[utoipa::path(
+    get, path = "/api/calls/{callId}", tag = "calls",
+    params(("callId" = String, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The call", body = CallDto),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_call(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CallDto>> {
+    let c = state.service.get(&user.owner, call_id(&id)?).await?;
+    Ok(Json(CallDto::from(&c)))
+}
+
+/// Edits a scheduled call (409 once it has left SCHEDULED).
+#[utoipa::path(
+    put, path = "/api/calls/{callId}", tag = "calls",
+    params(("callId" = String, Path, description = "The call's id")),
+    request_body = EditCallRequest,
+    responses(
+        (status = 200, description = "The edited call", body = CallDto),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+        (status = 409, description = "The call is no longer scheduled", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn edit_call(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<EditCallRequest>,
+) -> ApiResult<Json<CallDto>> {
+    let id = call_id(&id)?;
+    let edit = body.into_edit()?;
+    let c = state.service.edit(&user.owner, id, &edit).await?;
+    Ok(Json(CallDto::from(&c)))
+}
+
+/// Deletes a scheduled call (409 in any other status).
+#[utoipa::path(
+    delete, path = "/api/calls/{callId}", tag = "calls",
+    params(("callId" = String, Path, description = "The call's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+        (status = 409, description = "Only scheduled calls can be deleted", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_call(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.service.delete(&user.owner, call_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Cancels a scheduled or in-flight call (in flight: the provider hangs up).
+#[utoipa::path(
+    post, path = "/api/calls/{callId}/cancel", tag = "calls",
+    params(("callId" = String, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The canceled (or canceling) call", body = CallDto),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+        (status = 409, description = "The call has already finished", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_call(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CallDto>> {
+    let c = state.service.cancel(&user.owner, call_id(&id)?).await?;
+    Ok(Json(CallDto::from(&c)))
+}
+
+/// A call's transcript (empty until the call has one).
+#[utoipa::path(
+    get, path = "/api/calls/{callId}/transcript", tag = "transcripts",
+    params(("callId" = String, Path, description = "The call's id")),
+    responses(
+        (status = 200, description = "The transcript", body = TranscriptDto),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_transcript(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TranscriptDto>> {
+    let c = state.service.get(&user.owner, call_id(&id)?).await?;
+    let t = state
+        .stores
+        .transcripts
+        .get(c.id, state.clock.now())
+        .await?;
+    Ok(Json(match t {
+        Some(t) => TranscriptDto::of(&t),
+        None => TranscriptDto::empty(&c),
+    }))
+}
+
+/// Replaces a call's transcript text (segments are kept).
+#[utoipa::path(
+    put, path = "/api/calls/{callId}/transcript", tag = "transcripts",
+    params(("callId" = String, Path, description = "The call's id")),
+    request_body = PutTranscriptRequest,
+    responses(
+        (status = 200, description = "The saved transcript", body = TranscriptDto),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_transcript(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PutTranscriptRequest>,
+) -> ApiResult<Json<TranscriptDto>> {
+    let c = state.service.get(&user.owner, call_id(&id)?).await?;
+    if body.transcript_text.len() > state.limits.max_instructions_len * 16 {
+        return Err(ApiError::validation(
+            "transcriptText",
+            "the transcript is too long",
+        ));
+    }
+    let now = state.clock.now();
+    let mut t = state
+        .stores
+        .transcripts
+        .get(c.id, now)
+        .await?
+        .unwrap_or_else(|| Transcript::new(c.id, c.owner.clone(), now));
+    if t.provider_call_id.is_none() {
+        t.provider_call_id = c.provider_call_id.clone();
+    }
+    t.text = Some(body.transcript_text);
+    t.updated_at = now;
+    state.stores.transcripts.put(&t).await?;
+    state.bus.publish(CallUpdate::Transcript {
+        call_id: t.call_id,
+        owner: t.owner.clone(),
+        provider_call_id: t.provider_call_id.clone(),
+        segments: t.segments.clone(),
+        partial: false,
+    });
+    Ok(Json(TranscriptDto::of(&t)))
+}
+
+/// The live transcript by the provider's call id (seed 000's endpoint).
+#[utoipa::path(
+    get, path = "/api/live_transcripts/{providerId}", tag = "transcripts",
+    params(("providerId" = String, Path, description = "The provider's call id")),
+    responses(
+        (status = 200, description = "The transcript so far", body = TranscriptDto),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn live_transcript(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(provider_id): Path<String>,
+) -> ApiResult<Json<TranscriptDto>> {
+    let not_found = || ApiError::not_found(format!("no call with provider id {provider_id}"));
+    let now = state.clock.now();
+    if let Some(t) = state
+        .stores
+        .transcripts
+        .get_by_provider_call_id(&provider_id, now)
+        .await?
+    {
+        return if t.owner == user.owner {
+            Ok(Json(TranscriptDto::of(&t)))
+        } else {
+            Err(not_found())
+        };
+    }
+    match state
+        .stores
+        .calls
+        .find_by_provider_call_id(&provider_id)
+        .await?
+    {
+        Some(c) if c.owner == user.owner => {
+            // The transcript may have been stored under the call id only.
+            let c = state.stores.calls.get_owned(&user.owner, c.id).await?;
+            match state.stores.transcripts.get(c.id, now).await? {
+                Some(t) => Ok(Json(TranscriptDto::of(&t))),
+                None => Ok(Json(TranscriptDto::empty(&c))),
+            }
+        }
+        _ => Err(not_found()),
+    }
+}

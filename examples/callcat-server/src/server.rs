@@ -1,0 +1,279 @@
+//! Running an assembled [`Server`]: [`Server::serve`] starts the scheduler, the
+//! window planner, simulator event delivery, the transcript poller and the
+//! stale-call sweeper next to HTTP, and on shutdown stops accepting requests,
+//! ends event streams and stops every background task.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use callcat_core::{
+    EventIngestor, PollerConfig, Scheduler, Simulator, StaleCallSweeper, SweeperConfig,
+    TelephonyProvider, TranscriptPoller, WindowPlanner,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::app::{AppState, ServerBuilder, StartError};
+use crate::config::{Config, StoreConfig, TelephonyConfig};
+
+/// The parts that run in the background while serving.
+pub(crate) struct Background {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) planner: WindowPlanner,
+    pub(crate) ingestor: Arc<EventIngestor>,
+    pub(crate) provider: Arc<dyn TelephonyProvider>,
+    pub(crate) simulator: Option<Simulator>,
+    pub(crate) poller: PollerConfig,
+    pub(crate) sweeper: SweeperConfig,
+    pub(crate) metrics_task: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Relays PostgreSQL NOTIFY wake-ups while it lives.
+    pub(crate) pg_listener: Option<callcat_postgres::PostgresWakeupListener>,
+}
+
+/// An assembled server, ready to [`Server::serve`].
+pub struct Server {
+    router: Router,
+    state: AppState,
+    config: Config,
+    background: Background,
+    simulator: Option<Simulator>,
+    dev_token: Option<String>,
+    stop_tx: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+fn store_name(s: &StoreConfig) -> &'static str {
+    match s {
+        StoreConfig::Memory => "memory",
+        StoreConfig::Postgres { .. } => "postgres",
+        StoreConfig::Dynamo(_) => "dynamo",
+    }
+}
+
+fn telephony_name(t: &TelephonyConfig) -> &'static str {
+    match t {
+        TelephonyConfig::Simulator => "simulator",
+        TelephonyConfig::Retell { .. } => "retell",
+        TelephonyConfig::Twilio { .. } => "twilio",
+    }
+}
+
+impl Server {
+    pub(crate) fn new(
+        router: Router,
+        state: AppState,
+        config: Config,
+        background: Background,
+        simulator: Option<Simulator>,
+        dev_token: Option<String>,
+        stop_tx: watch::Sender<bool>,
+    ) -> Self {
+        Server {
+            router,
+            state,
+            config,
+            background,
+            simulator,
+            dev_token,
+            stop_tx,
+        }
+    }
+
+    /// A builder for `config`.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder::new(config)
+    }
+
+    /// The router (for serving it yourself or calling it in-process).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The simulator, when telephony = simulator.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// In development mode (no JWT secret), a token for the user `demo`.
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the configured listen address.
+    pub async fn bind(&self) -> Result<TcpListener, StartError> {
+        Ok(TcpListener::bind(self.config.listen).await?)
+    }
+
+    /// What to tell the person starting the server: where it listens and, in
+    /// development mode, a ready-to-use token and curl lines.
+    pub fn startup_message(&self, addr: SocketAddr) -> String {
+        let base = match &self.config.public_url {
+            Some(u) => u.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{addr}"),
+        };
+        let mut s = format!(
+            "callcat server listening on http://{addr} (store: {}, telephony: {})\n",
+            store_name(&self.config.store),
+            telephony_name(&self.config.telephony),
+        );
+        if let Some(token) = &self.dev_token {
+            s.push_str(&format!(
+                "\nDevelopment mode: no CALLCAT_JWT_SECRET, so a secret was generated for this run.\n\
+                 A token for the user `demo` (valid 30 days):\n\n  export TOKEN={token}\n\n\
+                 Try:\n\n  curl -s -X POST {base}/api/calls -H \"Authorization: Bearer $TOKEN\" \\\n    \
+                 -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"calleeName\":\"Ada Lovelace\",\"phoneNumber\":\"+14155552671\",\"subject\":\"Demo\",\"prompt\":\"Say hello.\"}}'\n\n  \
+                 curl -s -N {base}/api/calls/stream -H \"Authorization: Bearer $TOKEN\"\n"
+            ));
+        }
+        s
+    }
+
+    /// Runs the scheduler, the window planner, event delivery, the transcript
+    /// poller, the stale-call sweeper and HTTP on `listener` until `shutdown`
+    /// resolves, then stops accepting requests, ends event streams and stops the
+    /// background work.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Server {
+            router,
+            background: bg,
+            stop_tx,
+            ..
+        } = self;
+        let stop_rx = stop_tx.subscribe();
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        tasks.spawn(bg.metrics_task);
+
+        let scheduler = bg.scheduler.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move {
+            if let Err(e) = scheduler.run(stopped(rx)).await {
+                tracing::error!(error = %e, "scheduler stopped");
+            }
+        });
+        let planner = bg.planner.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move { planner.run(stopped(rx)).await });
+
+        if let Some(sim) = bg.simulator.clone() {
+            // The simulator's provider events take the webhooks' path: the ingestor.
+            let (tx, mut events) = mpsc::channel(256);
+            tasks.spawn(sim.run_events(tx));
+            let ingestor = bg.ingestor.clone();
+            tasks.spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if let Err(e) = ingestor.ingest(&ev).await {
+                        tracing::error!(error = %e, "simulated event could not be stored");
+                    }
+                }
+            });
+        }
+        let poller = TranscriptPoller::new(bg.ingestor.clone(), bg.provider.clone(), bg.poller)?
+            .start()
+            .await?;
+        let sweeper =
+            StaleCallSweeper::new(bg.ingestor.clone(), bg.provider.clone(), bg.sweeper)?.spawn();
+
+        let tx = stop_tx.clone();
+        let pg_listener = bg.pg_listener;
+        let result = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                let _ = tx.send(true);
+            })
+            .await;
+        let _ = stop_tx.send(true);
+        drop(pg_listener);
+        poller.shutdown().await;
+        sweeper.shutdown().await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        result.map_err(StartError::Io)
+    }
+
+    /// Starts serving on `listener` in a background task (tests, embedding).
+    pub fn spawn(self, listener: TcpListener) -> Result<RunningServer, StartError> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            stop: Some(tx),
+            task,
+        })
+    }
+}
+
+/// A server serving in a background task.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), StartError>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it gracefully and waits until it has.
+    pub async fn shutdown(mut self) -> Result<(), StartError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(callcat_core::Error::internal(format!("server task failed: {e}")).into()),
+        }
+    }
+}
+
+/// Active calls per tenant, for the metrics gauge.
+pub(crate) fn active_by_tenant(state: &AppState) -> BTreeMap<String, usize> {
+    state
+        .tracker
+        .counts()
+        .into_iter()
+        .map(|(t, n)| (t.as_str().to_owned(), n))
+        .collect()
+}

@@ -1,0 +1,152 @@
+//! `GET /api/calls/stream`: Server-Sent Events of the caller's calls
+//! (`call.updated`, `transcript.updated`), tenant-wide for admins. The stream
+//! opens with `stream.ready`; a subscriber that falls behind gets `stream.lagged`
+//! with how many updates it missed, and `stream.resynced` when the live tracker
+//! reloaded from the store (re-read the calls to catch up).
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use callcat_core::{CallUpdate, LiveEvent, LiveScope, LiveSubscription, Owner};
+use futures::Stream;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::dto::{CallDto, SegmentDto};
+use crate::error::ErrorBody;
+
+/// Data of a `transcript.updated` event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptEventDto {
+    /// Our call id.
+    pub call_id: String,
+    /// The provider's call id.
+    pub provider_call_id: Option<String>,
+    /// The whole transcript as now known.
+    pub segments: Vec<SegmentDto>,
+    /// The last segment is not final yet.
+    pub partial: bool,
+}
+
+/// Data of a `stream.lagged` event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LaggedDto {
+    /// How many updates were dropped for this subscriber.
+    pub missed: u64,
+}
+
+/// Whether `user` may see updates of `owner`.
+pub fn visible(user: &AuthUser, owner: &Owner) -> bool {
+    if user.admin {
+        owner.tenant == user.owner.tenant
+    } else {
+        *owner == user.owner
+    }
+}
+
+/// The SSE event for an update.
+pub fn event_of(u: &CallUpdate) -> Option<Event> {
+    let ev = match u {
+        CallUpdate::Call(c) => Event::default()
+            .event("call.updated")
+            .json_data(CallDto::from(&**c)),
+        CallUpdate::Transcript {
+            call_id,
+            provider_call_id,
+            segments,
+            partial,
+            ..
+        } => Event::default()
+            .event("transcript.updated")
+            .json_data(TranscriptEventDto {
+                call_id: call_id.to_string(),
+                provider_call_id: provider_call_id.clone(),
+                segments: segments
+                    .iter()
+                    .map(|s| SegmentDto {
+                        role: s.role.as_str().to_owned(),
+                        text: s.text.clone(),
+                        start_ms: s.start_ms,
+                        end_ms: s.end_ms,
+                    })
+                    .collect(),
+                partial: *partial,
+            }),
+        CallUpdate::Deleted { call_id, .. } => Event::default()
+            .event("call.deleted")
+            .json_data(serde_json::json!({ "callId": call_id.to_string() })),
+        _ => return None,
+    };
+    ev.ok()
+}
+
+fn lagged(missed: u64) -> Event {
+    Event::default()
+        .event("stream.lagged")
+        .json_data(LaggedDto { missed })
+        .unwrap_or_else(|_| Event::default().event("stream.lagged"))
+}
+
+struct Feed {
+    live: LiveSubscription,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    user: AuthUser,
+    started: bool,
+}
+
+/// Live updates of the caller's calls as Server-Sent Events.
+#[utoipa::path(
+    get, path = "/api/calls/stream", tag = "live",
+    responses(
+        (status = 200, description = "text/event-stream of `stream.ready`, `call.updated` (a call), `transcript.updated`, `stream.lagged`", content_type = "text/event-stream"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let feed = Feed {
+        // Admins see their tenant; users their own calls within it (filtered below).
+        live: state
+            .tracker
+            .subscribe(LiveScope::Tenant(user.owner.tenant.clone())),
+        stopping: state.stopping.clone(),
+        user,
+        started: false,
+    };
+    let s = futures::stream::unfold(feed, |mut f| async move {
+        if !f.started {
+            f.started = true;
+            return Some((Ok(Event::default().event("stream.ready").data("{}")), f));
+        }
+        loop {
+            if *f.stopping.borrow() {
+                return None;
+            }
+            let next = tokio::select! {
+                _ = f.stopping.wait_for(|s| *s) => return None,
+                r = f.live.recv() => r,
+            };
+            match next {
+                Some(LiveEvent::Update { update, .. }) if visible(&f.user, update.owner()) => {
+                    if let Some(ev) = event_of(&update) {
+                        return Some((Ok(ev), f));
+                    }
+                }
+                Some(LiveEvent::Lagged { missed }) => return Some((Ok(lagged(missed)), f)),
+                Some(LiveEvent::Resynced) => {
+                    return Some((Ok(Event::default().event("stream.resynced").data("{}")), f));
+                }
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    });
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
