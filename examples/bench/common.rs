@@ -493,7 +493,7 @@ impl TelephonyProvider for Instrumented {
 // ---------------------------------------------------------------------------
 // A counting store
 
-const OPS: [&str; 10] = [
+const OPS: [&str; 11] = [
     "create",
     "get",
     "update",
@@ -504,13 +504,14 @@ const OPS: [&str; 10] = [
     "list_tenant_range",
     "claim_due",
     "next_due_at",
+    "active_calls_to_number",
 ];
 
 /// Wraps a call store: counts each operation and the time spent in it.
 pub struct CountingStore {
     inner: Arc<dyn CallStore>,
-    counts: [AtomicU64; 10],
-    micros: [AtomicU64; 10],
+    counts: [AtomicU64; 11],
+    micros: [AtomicU64; 11],
 }
 
 impl CountingStore {
@@ -662,6 +663,17 @@ impl CallStore for CountingStore {
         let t = Instant::now();
         let r = self.inner.next_due_at().await;
         self.done(9, t);
+        r
+    }
+
+    async fn active_calls_to_number(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> callcat::Result<u32> {
+        let t = Instant::now();
+        let r = self.inner.active_calls_to_number(scope, number).await;
+        self.done(10, t);
         r
     }
 }

@@ -23,7 +23,7 @@ pub async fn seed_calls(
         return Ok(());
     }
     let table = calls_table(store);
-    let template = new_call(0, &owner(0, owners), first_due, Utc::now())?;
+    let template = new_call(0, &owner(0, owners), first_due, first_due.min(Utc::now()))?;
     match store.calls().create(&template).await? {
         Created::New(_) => {}
         Created::Existing(_) => return Err(fail("the template call already existed")),
