@@ -3,11 +3,11 @@
 //! never fails on speed. See docs/benchmarks.md for the figures and how they were made.
 //!
 //! ```sh
-//! cargo run --release --example bench --features postgres,dynamo -- <scenario> --backend <memory|postgres|dynamo> [--option value ...]
+//! cargo run --release --example bench --features postgres,dynamo,retell -- <scenario> --backend <memory|postgres|dynamo> [--option value ...]
 //! scripts/bench [scenario ...]   # starts PostgreSQL and moto, runs them all (or the named ones)
 //! ```
 //!
-//! Scenarios: `due-lag`, `burn-down`, `live-calls`, `dynamo-cost`, `idle`, `machine`.
+//! Scenarios: `due-lag`, `burn-down`, `live-calls`, `webhooks`, `dynamo-cost`, `idle`, `machine`.
 //! PostgreSQL comes from `CALLCAT_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`, a fresh schema per run), DynamoDB
 //! from `CALLCAT_TEST_DYNAMO_ENDPOINT` (fresh tables per run).
@@ -26,10 +26,12 @@ mod idle;
 mod live_calls;
 #[path = "bench/seed.rs"]
 mod seed;
+#[path = "bench/webhooks.rs"]
+mod webhooks;
 
 use common::{Backend, Opts, Res, emit, fail, machine};
 
-const USAGE: &str = "usage: bench <due-lag|burn-down|live-calls|dynamo-cost|idle|machine> \
+const USAGE: &str = "usage: bench <due-lag|burn-down|live-calls|webhooks|dynamo-cost|idle|machine> \
                      [--backend memory|postgres|dynamo] [--option value ...]";
 
 fn main() -> Res<()> {
@@ -65,6 +67,7 @@ async fn run(scenario: &str, opts: &Opts) -> Res<()> {
         "live-calls" => live_calls::run(backend(Backend::Memory)?, opts).await,
         "dynamo-cost" => dynamo_cost::run(backend(Backend::Dynamo)?, opts).await,
         "idle" => idle::run(backend(Backend::Postgres)?, opts).await,
+        "webhooks" => webhooks::run(backend(Backend::Memory)?, opts).await,
         "machine" => {
             emit("machine", "-", serde_json::json!({}), machine());
             Ok(())
