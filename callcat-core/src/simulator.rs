@@ -10,7 +10,7 @@
 //! Every dial is recorded, so tests count dials per call and the peak number of
 //! concurrent calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -153,6 +153,11 @@ struct SimCall {
 struct State {
     calls: HashMap<String, SimCall>,
     by_call_id: HashMap<CallId, String>,
+    /// Calls with events not yet delivered: the only ones event delivery looks at,
+    /// so its cost follows the calls in progress, not every call ever placed.
+    pending: HashSet<String>,
+    /// Calls that were not over when last looked at (for the peak count).
+    live: HashSet<String>,
     dials: Vec<DialRecord>,
     peak: usize,
     next_id: u64,
@@ -198,6 +203,8 @@ impl Simulator {
                 state: Mutex::new(State {
                     calls: HashMap::new(),
                     by_call_id: HashMap::new(),
+                    pending: HashSet::new(),
+                    live: HashSet::new(),
                     dials: Vec::new(),
                     peak: 0,
                     next_id: 1,
@@ -484,8 +491,9 @@ impl Simulator {
 
     fn collect_due_peek(&self) -> Option<DateTime<Utc>> {
         let st = self.lock();
-        st.calls
-            .values()
+        st.pending
+            .iter()
+            .filter_map(|id| st.calls.get(id))
             .filter_map(|c| self.timeline(c).get(c.emitted).map(|m| m.at))
             .min()
     }
@@ -494,9 +502,12 @@ impl Simulator {
         let mut st = self.lock();
         let mut out = Vec::new();
         let mut next: Option<DateTime<Utc>> = None;
-        let ids: Vec<String> = st.calls.keys().cloned().collect();
+        let ids: Vec<String> = st.pending.iter().cloned().collect();
         for id in ids {
-            let Some(c) = st.calls.get(&id) else { continue };
+            let Some(c) = st.calls.get(&id) else {
+                st.pending.remove(&id);
+                continue;
+            };
             let tl = self.timeline(c);
             let mut emitted = c.emitted;
             while emitted < tl.len() && tl[emitted].at <= now {
@@ -516,6 +527,8 @@ impl Simulator {
             }
             if let Some(m) = tl.get(emitted) {
                 next = Some(next.map_or(m.at, |n: DateTime<Utc>| n.min(m.at)));
+            } else {
+                st.pending.remove(&id);
             }
             if let Some(c) = st.calls.get_mut(&id) {
                 c.emitted = emitted;
@@ -595,14 +608,20 @@ impl TelephonyProvider for Simulator {
                         .unwrap_or_default(),
                 };
                 // Live at this instant: every other call not yet over, plus this one.
-                let others = st
-                    .calls
-                    .values()
-                    .filter(|c| c.outcome != SimulatedOutcome::Hang)
-                    .filter(|c| self.end_time(c).is_none_or(|e| e > now))
-                    .count();
-                st.peak = st.peak.max(others + 1);
+                // (A call once over stays over: ending it through the API only
+                // moves its end to that moment.)
+                let st = &mut *st;
+                st.live.retain(|p| {
+                    st.calls
+                        .get(p)
+                        .is_some_and(|c| self.end_time(c).is_none_or(|e| e > now))
+                });
+                st.peak = st.peak.max(st.live.len() + 1);
+                if c.outcome != SimulatedOutcome::Hang {
+                    st.live.insert(pid.clone());
+                }
                 st.by_call_id.insert(call.id, pid.clone());
+                st.pending.insert(pid.clone());
                 st.calls.insert(pid.clone(), c);
             }
             let n = st.dials.len();
@@ -649,6 +668,8 @@ impl TelephonyProvider for Simulator {
             if c.ended_by_api.is_none() {
                 c.ended_by_api = Some(now);
             }
+            // Its timeline changed: an end may be due now.
+            st.pending.insert(provider_call_id.to_owned());
         }
         self.inner.new_dial.notify_one();
         Ok(())
@@ -668,5 +689,97 @@ impl TelephonyProvider for Simulator {
             .get(&call_id)
             .and_then(|pid| st.calls.get(pid))
             .map(|c| self.snapshot(c, now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ids::Owner;
+    use chrono::TimeDelta;
+
+    fn kinds(events: &[ProviderEvent], pid: &str) -> Vec<ProviderEventKind> {
+        events
+            .iter()
+            .filter(|e| e.call.provider_call_id == pid)
+            .map(|e| e.kind.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn finished_calls_leave_delivery_and_the_peak_count() {
+        let clock = ManualClock::new(chrono::Utc::now());
+        let sim = Simulator::new(
+            Arc::new(clock.clone()),
+            SimulatorConfig {
+                ring: Duration::from_secs(1),
+                talk: Duration::from_secs(10),
+                turn: Duration::ZERO,
+                analysis_delay: Duration::from_secs(1),
+                ..SimulatorConfig::default()
+            },
+        );
+        let owner = Owner::new("t", "u");
+        let a = sim
+            .place_call(&crate::testing_support::sample_call(&owner))
+            .await
+            .expect("dial a")
+            .provider_call_id;
+        clock.advance(Duration::from_secs(5));
+        let b = sim
+            .place_call(&crate::testing_support::sample_call(&owner))
+            .await
+            .expect("dial b")
+            .provider_call_id;
+        assert_eq!(sim.peak_concurrent(), 2);
+
+        // Both calls play out completely; nothing is delivered twice.
+        clock.advance(Duration::from_secs(60));
+        let events = sim.drain_due_events();
+        let full = vec![
+            ProviderEventKind::Ringing,
+            ProviderEventKind::Started,
+            ProviderEventKind::Ended,
+            ProviderEventKind::Analyzed,
+        ];
+        assert_eq!(kinds(&events, &a), full);
+        assert_eq!(kinds(&events, &b), full);
+        assert!(sim.drain_due_events().is_empty());
+        assert_eq!(sim.next_event_at(), None);
+
+        // A new call after both ended is alone on the line.
+        let c = sim
+            .place_call(&crate::testing_support::sample_call(&owner))
+            .await
+            .expect("dial c")
+            .provider_call_id;
+        assert_eq!(sim.peak_concurrent(), 2);
+        assert_eq!(
+            kinds(&sim.drain_due_events(), &c),
+            [ProviderEventKind::Ringing]
+        );
+        assert_eq!(
+            sim.next_event_at(),
+            Some(clock.now() + TimeDelta::seconds(1))
+        );
+
+        // Hanging up a call whose events were all delivered delivers its end.
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            kinds(&sim.drain_due_events(), &c),
+            [ProviderEventKind::Started]
+        );
+        sim.end_call(&c).await.expect("end c");
+        assert_eq!(
+            kinds(&sim.drain_due_events(), &c),
+            [ProviderEventKind::Ended]
+        );
+        assert_eq!(sim.next_event_at(), None);
+        // A finished call is still there to fetch.
+        assert_eq!(
+            sim.fetch_call(&a).await.expect("fetch a").state,
+            ProviderCallState::Ended
+        );
     }
 }
