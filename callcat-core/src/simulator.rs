@@ -581,7 +581,8 @@ impl TelephonyProvider for Simulator {
                 SimulatedOutcome::DialError | SimulatedOutcome::Rejected
             );
             let pid = (!failed).then(|| {
-                let id = format!("sim_{:08}", st.next_id);
+                // Unique across processes (stores require unique provider ids).
+                let id = format!("sim_{}", uuid::Uuid::now_v7().simple());
                 st.next_id += 1;
                 id
             });

@@ -776,3 +776,60 @@ async fn a_dial_whose_answer_was_lost_is_reconciled_or_failed_never_redialed() {
         assert_eq!(h.sim.dial_count(c.id), 1, "lookup={lookup}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_claims_no_more_than_it_can_dispatch() {
+    let h = harness(SimulatorConfig::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let provider = Arc::new(Gated {
+        sim: h.sim.clone(),
+        gate: gate.clone(),
+    });
+    let sched = h.scheduler(|b| b.provider(provider).owner_cap(None).max_pending(2));
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            h.create(&owner("t"), t0(), "answered", no_jitter())
+                .await
+                .id,
+        );
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let s = sched.clone();
+        async move {
+            s.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    // Two dials hang at the gate; the other four must stay unclaimed.
+    let mut claimed = 0;
+    for i in 0.. {
+        claimed = 0;
+        for id in &ids {
+            claimed += usize::from(h.get(*id).await.status == CallStatus::Dispatching);
+        }
+        if claimed == 2 {
+            break;
+        }
+        assert!(i < 20_000, "never reached 2 claimed calls");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let mut scheduled = 0;
+    for id in &ids {
+        scheduled += usize::from(h.get(*id).await.status == CallStatus::Scheduled);
+    }
+    assert_eq!((claimed, scheduled), (2, 4));
+    gate.add_permits(100);
+    h.sim.wait_for_dials(6).await;
+    let _ = stop.send(());
+    run.await.expect("join").expect("run");
+    for id in ids {
+        assert_eq!(h.sim.dial_count(id), 1);
+    }
+}

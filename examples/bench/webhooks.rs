@@ -46,7 +46,9 @@ impl TelephonyProvider for AcceptingRetell {
     }
 
     async fn fetch_call(&self, provider_call_id: &str) -> callcat::Result<ProviderCall> {
-        Err(callcat::Error::not_found(format!("{provider_call_id} is not fetched in this benchmark")))
+        Err(callcat::Error::not_found(format!(
+            "{provider_call_id} is not fetched in this benchmark"
+        )))
     }
 
     async fn end_call(&self, _provider_call_id: &str) -> callcat::Result<()> {
@@ -119,7 +121,11 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
     if backend == Backend::Dynamo {
         return Err(fail("webhooks runs on --backend memory or postgres"));
     }
-    let default_calls = if backend == Backend::Memory { 5_000 } else { 2_000 };
+    let default_calls = if backend == Backend::Memory {
+        5_000
+    } else {
+        2_000
+    };
     let n = opts.u64("calls", default_calls)?;
     let concurrency = opts.u64("concurrency", 32)? as usize;
     let dup_pct = opts.f64("duplicates", 10.0)?;
@@ -128,7 +134,10 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
     let env = Env::open(backend, "hooks").await?;
     let clock = Arc::new(SystemClock);
 
-    note(format!("webhooks/{}: placing {n} calls at a stand-in Retell", backend.name()));
+    note(format!(
+        "webhooks/{}: placing {n} calls at a stand-in Retell",
+        backend.name()
+    ));
     let now = Utc::now();
     let mut calls = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -201,7 +210,9 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
         plans.push(plan);
     }
     let total: usize = plans.iter().map(Vec::len).sum();
-    note(format!("webhooks: posting {total} signed events, {concurrency} at a time"));
+    note(format!(
+        "webhooks: posting {total} signed events, {concurrency} at a time"
+    ));
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -234,7 +245,9 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
                             let v: Value = r.json().await.unwrap_or(Value::Null);
                             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                             for l in v["results"].as_array().into_iter().flatten() {
-                                *labels.entry(l.as_str().unwrap_or("?").to_owned()).or_default() += 1;
+                                *labels
+                                    .entry(l.as_str().unwrap_or("?").to_owned())
+                                    .or_default() += 1;
                             }
                         }
                         _ => failures += 1,

@@ -53,6 +53,9 @@ pub struct SchedulerConfig {
     pub cap_recheck: Duration,
     /// Seed for retry jitter (the same seed gives the same retry times).
     pub retry_seed: u64,
+    /// Most claimed calls waiting for or in dispatch in this process. Claiming
+    /// stops at this bound, so a process never holds leases it cannot serve soon.
+    pub max_pending: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -67,6 +70,7 @@ impl Default for SchedulerConfig {
             owner_busy_delay: Duration::from_secs(2),
             cap_recheck: Duration::from_secs(1),
             retry_seed: 0x00ca_11ca_7000,
+            max_pending: 256,
         }
     }
 }
@@ -156,6 +160,11 @@ impl SchedulerBuilder {
         self.config.owner_busy_delay = d;
         self
     }
+    /// Most claimed calls waiting for or in dispatch in this process.
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.config.max_pending = n;
+        self
+    }
     /// Seed for retry jitter.
     pub fn retry_seed(mut self, seed: u64) -> Self {
         self.config.retry_seed = seed;
@@ -177,7 +186,7 @@ impl SchedulerBuilder {
                 "batch must be between 1 and 1000",
             ));
         }
-        if c.global_cap == 0 || c.owner_cap == Some(0) {
+        if c.global_cap == 0 || c.owner_cap == Some(0) || c.max_pending == 0 {
             return Err(Error::validation("cap", "caps must be at least 1"));
         }
         if c.lease < Duration::from_millis(100) {
@@ -198,6 +207,7 @@ impl SchedulerBuilder {
                 bus: self.bus,
                 checks: self.checks,
                 config: self.config,
+                pending: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -211,6 +221,8 @@ pub(crate) struct Inner {
     pub(crate) bus: Option<UpdateBus>,
     pub(crate) checks: Vec<Arc<dyn PreDialCheck>>,
     pub(crate) config: SchedulerConfig,
+    /// Claimed calls not yet through dispatch.
+    pub(crate) pending: std::sync::atomic::AtomicUsize,
 }
 
 /// Dials due calls. Cheap to clone; clones share everything.
@@ -302,7 +314,9 @@ impl Scheduler {
 
     async fn claim(&self, room: usize) -> Result<Vec<Call>> {
         let now = self.inner.clock.now();
-        let limit = room.min(self.inner.config.batch as usize) as u32;
+        let pending = self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
+        let capacity = self.inner.config.max_pending.saturating_sub(pending);
+        let limit = room.min(capacity).min(self.inner.config.batch as usize) as u32;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -316,6 +330,9 @@ impl Scheduler {
     /// Dispatches a batch: calls of one owner one after another (so the per-owner
     /// cap decides in due order), different owners concurrently.
     fn spawn_batch(&self, calls: Vec<Call>, set: &mut JoinSet<Vec<Result<DispatchResult>>>) {
+        self.inner
+            .pending
+            .fetch_add(calls.len(), std::sync::atomic::Ordering::SeqCst);
         let mut by_owner: BTreeMap<Owner, Vec<Call>> = BTreeMap::new();
         for c in calls {
             by_owner.entry(c.owner.clone()).or_default().push(c);
@@ -325,6 +342,8 @@ impl Scheduler {
             set.spawn(async move {
                 let mut out = Vec::with_capacity(group.len());
                 for c in group {
+                    // Released even if the dispatch panics or the task is dropped.
+                    let _slot = PendingSlot(&this.inner.pending);
                     out.push(dispatch::dispatch_claimed(&this.inner, c).await);
                 }
                 out
@@ -413,7 +432,8 @@ impl Scheduler {
             let mut at_cap = false;
             let step: Result<bool> = async {
                 let room = self.room().await?;
-                at_cap = room == 0;
+                let pending = self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
+                at_cap = room == 0 || pending >= cfg.max_pending;
                 let claimed = self.claim(room).await?;
                 let full = claimed.len() == cfg.batch as usize;
                 self.spawn_batch(claimed, &mut set);
@@ -457,6 +477,15 @@ impl Scheduler {
     /// When `t` is, for tests and embedding: the clock's time.
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+}
+
+/// One claimed call's place in [`Inner::pending`], given back on drop.
+struct PendingSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for PendingSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
