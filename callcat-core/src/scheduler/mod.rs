@@ -458,13 +458,25 @@ impl Scheduler {
                 }
             };
             let sleep = self.inner.clock.sleep_until(deadline);
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                _ = sleep => {}
-                _ = wake.woken() => {}
-                Some(done) = set.join_next(), if !set.is_empty() => log_results(done),
-                _ = next_end(&mut updates), if at_cap => {}
+            tokio::pin!(sleep);
+            // A finished dispatch only calls for a new pass when it freed room.
+            let stop = loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break true,
+                    _ = &mut sleep => break false,
+                    _ = wake.woken() => break false,
+                    Some(done) = set.join_next(), if !set.is_empty() => {
+                        log_results(done);
+                        if at_cap {
+                            break false;
+                        }
+                    }
+                    _ = next_end(&mut updates), if at_cap => break false,
+                }
+            };
+            if stop {
+                break;
             }
         }
         tracing::info!(worker = %cfg.worker, in_flight = set.len(), "scheduler stopping; finishing in-flight dials");
