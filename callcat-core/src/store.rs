@@ -192,6 +192,24 @@ pub trait CallStore: Send + Sync + 'static {
     /// scheduler can sleep exactly until then.
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
 
+    /// How many calls in `scope` are active (Dispatching, Ringing, InProgress,
+    /// Canceling): the scheduler's global cap. The default pages through
+    /// [`CallStore::list_active`]; backends answer with a count from their index.
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        let mut count = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
+                .await?;
+            count += page.items.len() as u64;
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(count),
+            }
+        }
+    }
+
     /// How many active calls in `scope` go to `number` ("no second call in flight
     /// to this number"). The default pages through the active calls; backends
     /// answer from their (blind) phone index instead.
@@ -293,6 +311,26 @@ pub trait CallStoreExt: CallStore {
                 Some(c) => cursor = Some(c),
                 None => return Ok(out),
             }
+        }
+    }
+
+    /// Like [`CallStoreExt::update_with`], but starts from `current` (a version the
+    /// caller just read or wrote) instead of reading it again: one round trip
+    /// instead of two when nobody wrote in between. On `Conflict` it re-reads.
+    async fn update_from<F>(&self, current: Call, attempts: u32, mut f: F) -> Result<Call>
+    where
+        F: FnMut(&Call) -> Result<Option<Call>> + Send,
+    {
+        let Some(next) = f(&current)? else {
+            return Ok(current);
+        };
+        match self.update(&next).await {
+            Ok(stored) => Ok(stored),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => {
+                self.update_with(current.id, attempts.saturating_sub(1), f)
+                    .await
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -218,6 +218,38 @@ impl Ctx {
         items.truncate(want);
         Ok(items)
     }
+
+    /// Counts the items `spec` matches (`Select: COUNT`), following
+    /// `LastEvaluatedKey`: no item is returned or parsed.
+    pub(crate) async fn query_count(&self, spec: &QuerySpec) -> crate::error::DResult<u64> {
+        let mut count = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let req = self
+                .client
+                .query()
+                .table_name(&spec.table)
+                .set_index_name(spec.index.map(str::to_owned))
+                .key_condition_expression(&spec.key_condition)
+                .set_filter_expression(spec.filter.clone())
+                .set_expression_attribute_names(spec.expr.names())
+                .set_expression_attribute_values(spec.expr.values())
+                .consistent_read(spec.consistent)
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+                .send();
+            let out = self
+                .send(crate::metrics::OpKind::Read, req)
+                .await
+                .map_err(|e| crate::error::DynamoError::sdk("Query", e))?;
+            count += u64::try_from(out.count()).unwrap_or(0);
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(count),
+            }
+        }
+    }
 }
 
 /// Validates a page size.

@@ -53,6 +53,7 @@ struct CallSql {
     claim: String,
     next_due: String,
     active_to_number: String,
+    count_active: String,
 }
 
 impl CallSql {
@@ -132,6 +133,12 @@ impl CallSql {
                      AND record->>'phone_number' = $2 \
                      AND ($3::text IS NULL OR tenant_id = $3) \
                      AND ($4::text IS NULL OR user_id = $4))"
+            ),
+            // `calls_active_idx` / `calls_tenant_active_idx`; `$1`/`$2` narrow to
+            // a tenant / user when not NULL.
+            count_active: format!(
+                "SELECT count(*) FROM {calls} WHERE {ACTIVE} \
+                 AND ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR user_id = $2)"
             ),
         }
     }
@@ -555,6 +562,21 @@ impl CallStore for PostgresCallStore {
         }
         let (q, limit) = self.scheduled_page(q, limit, cursor)?;
         Ok(into_page(q.fetch(&self.db).await?, limit))
+    }
+
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        let (tenant, user) = match scope {
+            ActiveScope::All => (None, None),
+            ActiveScope::Tenant(t) => (Some(t.as_str()), None),
+            ActiveScope::Owner(o) => (Some(o.tenant.as_str()), Some(o.user.as_str())),
+        };
+        let (n,): (i64,) = sqlx::query_as(AssertSqlSafe(self.sql.count_active.as_str()))
+            .bind(tenant)
+            .bind(user)
+            .fetch_one(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("counting active calls"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn list_tenant_range(

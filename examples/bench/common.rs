@@ -493,7 +493,7 @@ impl TelephonyProvider for Instrumented {
 // ---------------------------------------------------------------------------
 // A counting store
 
-const OPS: [&str; 11] = [
+const OPS: [&str; 12] = [
     "create",
     "get",
     "update",
@@ -505,13 +505,14 @@ const OPS: [&str; 11] = [
     "claim_due",
     "next_due_at",
     "active_calls_to_number",
+    "count_active",
 ];
 
 /// Wraps a call store: counts each operation and the time spent in it.
 pub struct CountingStore {
     inner: Arc<dyn CallStore>,
-    counts: [AtomicU64; 11],
-    micros: [AtomicU64; 11],
+    counts: [AtomicU64; 12],
+    micros: [AtomicU64; 12],
 }
 
 impl CountingStore {
@@ -674,6 +675,13 @@ impl CallStore for CountingStore {
         let t = Instant::now();
         let r = self.inner.active_calls_to_number(scope, number).await;
         self.done(10, t);
+        r
+    }
+
+    async fn count_active(&self, scope: &ActiveScope) -> callcat::Result<u64> {
+        let t = Instant::now();
+        let r = self.inner.count_active(scope).await;
+        self.done(11, t);
         r
     }
 }

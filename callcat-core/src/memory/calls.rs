@@ -1,4 +1,5 @@
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -33,6 +34,8 @@ struct State {
     idempotency: HashMap<(Owner, String), CallId>,
     by_provider_id: HashMap<String, CallId>,
     due: BTreeSet<(i64, CallId)>,
+    /// Active calls by (`scheduled_for` ms, id): list_active's order.
+    active: BTreeSet<(i64, CallId)>,
     cipher: Option<FieldCipher>,
 }
 
@@ -58,6 +61,9 @@ impl State {
         if let Some(k) = due_key(c) {
             self.due.insert(k);
         }
+        if c.status.is_active() {
+            self.active.insert((scheduled_key(c), c.id));
+        }
         if let Some(p) = &c.provider_call_id {
             self.by_provider_id.insert(p.clone(), c.id);
         }
@@ -66,6 +72,9 @@ impl State {
     fn unindex(&mut self, c: &Entry) {
         if let Some(k) = due_key(c) {
             self.due.remove(&k);
+        }
+        if c.status.is_active() {
+            self.active.remove(&(scheduled_key(c), c.id));
         }
         if let Some(p) = &c.provider_call_id
             && self.by_provider_id.get(p) == Some(&c.id)
@@ -141,9 +150,10 @@ impl InMemoryCallStore {
             .map(|c| c.blind_indexes(number.as_str()))
             .unwrap_or_default();
         let n = st
-            .calls
-            .values()
-            .filter(|e| e.status.is_active() && in_scope(scope, &e.owner))
+            .active
+            .iter()
+            .filter_map(|(_, id)| st.calls.get(id))
+            .filter(|e| in_scope(scope, &e.owner))
             .filter(|e| e.is_to(number, &indexes))
             .count();
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
@@ -382,12 +392,32 @@ impl CallStore for InMemoryCallStore {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Call>> {
+        let limit = page_limit(limit)?;
+        let after = after_cursor(cursor)?;
         let st = self.lock();
-        let entries = st
-            .calls
-            .values()
-            .filter(|c| c.status.is_active() && in_scope(scope, &c.owner));
-        asc_page(&st, entries, limit, cursor, scheduled_key)
+        let range = match after {
+            Some(a) => st.active.range((Bound::Excluded(a), Bound::Unbounded)),
+            None => st.active.range(..),
+        };
+        let entries: Vec<&Entry> = range
+            .filter_map(|(_, id)| st.calls.get(id))
+            .filter(|c| in_scope(scope, &c.owner))
+            .take(limit + 1)
+            .collect();
+        paginate(&st, entries, limit, scheduled_key)
+    }
+
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        let st = self.lock();
+        Ok(match scope {
+            ActiveScope::All => st.active.len() as u64,
+            _ => st
+                .active
+                .iter()
+                .filter_map(|(_, id)| st.calls.get(id))
+                .filter(|c| in_scope(scope, &c.owner))
+                .count() as u64,
+        })
     }
 
     async fn list_tenant_range(

@@ -304,12 +304,8 @@ impl Scheduler {
     /// How many more calls may start now under the global cap.
     async fn room(&self) -> Result<usize> {
         let cap = self.inner.config.global_cap;
-        let page = self
-            .inner
-            .store
-            .list_active(&ActiveScope::All, cap.min(1000) as u32, None)
-            .await?;
-        Ok(cap.saturating_sub(page.items.len()))
+        let active = self.inner.store.count_active(&ActiveScope::All).await?;
+        Ok(cap.saturating_sub(usize::try_from(active).unwrap_or(usize::MAX)))
     }
 
     async fn claim(&self, room: usize) -> Result<Vec<Call>> {

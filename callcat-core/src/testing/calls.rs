@@ -582,6 +582,7 @@ pub async fn invalid_cursor_is_a_validation_error(store: Store) {
 
 /// `active_calls_to_number` counts the active calls to a number in scope, and
 /// nothing else (other numbers, finished or scheduled calls, other scopes).
+/// Also [`CallStore::count_active`] over the same calls.
 pub async fn active_calls_to_number_counts_in_scope(store: Store) {
     let a = owner("tenant-n");
     let b = owner("tenant-other");
@@ -629,4 +630,15 @@ pub async fn active_calls_to_number_counts_in_scope(store: Store) {
     assert_eq!(count(ActiveScope::All, other.clone()).await, 1);
     let nobody = crate::phone::PhoneNumber::parse("+4930901820").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(count(ActiveScope::All, nobody).await, 0);
+
+    // count_active: every active call in scope, whatever its number.
+    let active = |scope: ActiveScope| {
+        let store = store.clone();
+        async move { store.count_active(&scope).await.expect("count_active") }
+    };
+    assert_eq!(active(ActiveScope::All).await, 4);
+    assert_eq!(active(ActiveScope::Tenant("tenant-n".into())).await, 3);
+    assert_eq!(active(ActiveScope::Owner(a.clone())).await, 3);
+    assert_eq!(active(ActiveScope::Owner(b.clone())).await, 1);
+    assert_eq!(active(ActiveScope::Tenant("tenant-none".into())).await, 0);
 }

@@ -56,6 +56,9 @@ impl<S: CallStore + ?Sized, G: Send + Sync + 'static> CallStore for KeepAlive<S,
     async fn find_by_provider_call_id(&self, provider_call_id: &str) -> Result<Option<Call>> {
         self.inner.find_by_provider_call_id(provider_call_id).await
     }
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        self.inner.count_active(scope).await
+    }
     async fn list_active(
         &self,
         scope: &ActiveScope,

@@ -27,16 +27,18 @@ impl DynamoCallStore {
         Ok(self.active_to_number_inner(scope, number).await?)
     }
 
-    async fn active_to_number_inner(
-        &self,
-        scope: &ActiveScope,
-        number: &PhoneNumber,
-    ) -> DResult<u32> {
-        let indexes = self
-            .cipher
-            .as_ref()
-            .map(|c| c.blind_indexes(number.as_str()))
-            .unwrap_or_default();
+    /// How many active calls are in `scope`: `Select: COUNT` over the sparse
+    /// `active-tenant` index (one tenant or owner) or every `active-shard`
+    /// partition (all tenants). Eventually consistent, like every GSI read.
+    pub(super) async fn count_active_inner(&self, scope: &ActiveScope) -> DResult<u64> {
+        let specs = self.active_specs(scope, &[]);
+        let counts = try_join_all(specs.iter().map(|sp| self.ctx.query_count(sp))).await?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// The queries over the active indexes that cover `scope`, filtered to the
+    /// blind `indexes` of a number (or items without one) when any are given.
+    fn active_specs(&self, scope: &ActiveScope, indexes: &[String]) -> Vec<QuerySpec> {
         let spec = |index: &'static str, key_attr: &str, key: String, owner: Option<String>| {
             let mut e = Expr::new();
             let cond = format!("{} = {}", e.name(key_attr), e.value(s(key)));
@@ -62,7 +64,7 @@ impl DynamoCallStore {
                 consistent: false,
             }
         };
-        let specs: Vec<QuerySpec> = match scope {
+        match scope {
             ActiveScope::Tenant(t) => vec![spec(
                 index::ACTIVE_TENANT,
                 attr::ACTIVE_TENANT,
@@ -85,7 +87,20 @@ impl DynamoCallStore {
                     )
                 })
                 .collect(),
-        };
+        }
+    }
+
+    async fn active_to_number_inner(
+        &self,
+        scope: &ActiveScope,
+        number: &PhoneNumber,
+    ) -> DResult<u32> {
+        let indexes = self
+            .cipher
+            .as_ref()
+            .map(|c| c.blind_indexes(number.as_str()))
+            .unwrap_or_default();
+        let specs = self.active_specs(scope, &indexes);
         let pages =
             try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, usize::MAX))).await?;
         let mut count = 0u32;

@@ -634,6 +634,10 @@ impl CallStore for DynamoCallStore {
         Ok(self.list_active_inner(scope, limit, cursor).await?)
     }
 
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        Ok(self.count_active_inner(scope).await?)
+    }
+
     async fn list_tenant_range(
         &self,
         tenant: &TenantId,
