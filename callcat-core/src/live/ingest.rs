@@ -146,7 +146,7 @@ impl Counters {
 /// An event is matched to its call by the provider call id, or else by our call id
 /// carried in the provider's metadata ([`crate::provider::CALL_ID_METADATA_KEY`]).
 /// The merge is [`apply_provider_event`], written with compare-and-swap
-/// ([`CallStoreExt::update_with`]): duplicates are no-ops, stale events are
+/// ([`CallStoreExt::update_from`]): duplicates are no-ops, stale events are
 /// ignored, `ended` before `started` is accepted, and each attempt's provider data
 /// is kept. Transcript content in an event replaces the stored segments when it
 /// changed. Every stored change is published on the [`UpdateBus`]; a planned retry
@@ -293,8 +293,8 @@ impl EventIngestor {
         let mut ignored: Option<IgnoreReason> = None;
         let result = self
             .calls
-            .update_with(
-                call_id,
+            .update_from(
+                found,
                 self.cas_attempts,
                 |current| match apply_provider_event(current, event, now, seed)? {
                     Applied::Changed(next) => {

@@ -192,7 +192,7 @@ pub(crate) async fn dispatch_claimed(inner: &Inner, claimed: Call) -> Result<Dis
     // Begin the attempt: record dial_started_at before the provider hears of it.
     let started = inner
         .store
-        .update_with(id, CAS_ATTEMPTS, |c| {
+        .update_from(call, CAS_ATTEMPTS, |c| {
             Ok(if mine(inner, c) {
                 let mut n = c.clone();
                 begin_attempt(&mut n, now);
@@ -394,7 +394,7 @@ async fn accepted_dial(
     let provider = inner.provider.name().to_owned();
     let c = inner
         .store
-        .update_with(started.id, CAS_ATTEMPTS, |c| {
+        .update_from(started.clone(), CAS_ATTEMPTS, |c| {
             if c.attempts != started.attempts {
                 return Ok(None);
             }
@@ -420,7 +420,7 @@ async fn accepted_dial(
         inner.provider.end_call(&pid).await?;
         let c = inner
             .store
-            .update_with(c.id, CAS_ATTEMPTS, |c| {
+            .update_from(c, CAS_ATTEMPTS, |c| {
                 Ok(moved(c, LifecycleEvent::CancelConfirmed, now, |n| {
                     n.outcome = Some(CallOutcome::Canceled)
                 }))
@@ -470,7 +470,7 @@ async fn failed_dial(
     };
     let c = inner
         .store
-        .update_with(started.id, CAS_ATTEMPTS, |c| {
+        .update_from(started.clone(), CAS_ATTEMPTS, |c| {
             if c.attempts != started.attempts {
                 return Ok(None);
             }
