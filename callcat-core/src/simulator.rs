@@ -10,7 +10,7 @@
 //! Every dial is recorded, so tests count dials per call and the peak number of
 //! concurrent calls.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -156,8 +156,9 @@ struct State {
     /// Calls with events not yet delivered: the only ones event delivery looks at,
     /// so its cost follows the calls in progress, not every call ever placed.
     pending: HashSet<String>,
-    /// Calls that were not over when last looked at (for the peak count).
-    live: HashSet<String>,
+    /// Calls that were not over when last looked at, by end time (for the peak
+    /// count): ended ones are pruned from the front, O(log n) per dial.
+    live: BTreeSet<(DateTime<Utc>, String)>,
     dials: Vec<DialRecord>,
     peak: usize,
     next_id: u64,
@@ -204,7 +205,7 @@ impl Simulator {
                     calls: HashMap::new(),
                     by_call_id: HashMap::new(),
                     pending: HashSet::new(),
-                    live: HashSet::new(),
+                    live: BTreeSet::new(),
                     dials: Vec::new(),
                     peak: 0,
                     next_id: 1,
@@ -328,27 +329,55 @@ impl Simulator {
         }
     }
 
+    // The instants below are the timeline's, computed without building it (a long
+    // call has a transcript moment every turn): `timeline_agrees_with_the_instants`.
+
+    /// When the callee answers (the `Started` moment), if the call gets that far.
+    fn answered_at(&self, c: &SimCall) -> Option<DateTime<Utc>> {
+        let at = c.dialed_at + delta(self.inner.config.ring);
+        let answers = matches!(
+            c.outcome,
+            SimulatedOutcome::Answered | SimulatedOutcome::Hangup | SimulatedOutcome::Voicemail
+        );
+        (answers && c.ended_by_api.is_none_or(|cut| at < cut)).then_some(at)
+    }
+
+    /// When the call ends on its own (no hang-up through the API), if ever.
+    fn natural_end(&self, c: &SimCall) -> Option<DateTime<Utc>> {
+        let cfg = &self.inner.config;
+        let d = c.dialed_at;
+        match c.outcome {
+            SimulatedOutcome::Answered | SimulatedOutcome::Hangup | SimulatedOutcome::Voicemail => {
+                Some(d + delta(cfg.ring) + delta(self.talk_of(c)))
+            }
+            SimulatedOutcome::Busy => Some(d + delta(cfg.ring.min(Duration::from_secs(2)))),
+            SimulatedOutcome::NoAnswer => Some(d + delta(cfg.no_answer_after)),
+            SimulatedOutcome::DialError | SimulatedOutcome::Rejected | SimulatedOutcome::Hang => {
+                None
+            }
+        }
+    }
+
+    /// The `Ended` moment: the API hang-up if there was one, else the natural end.
     fn end_time(&self, c: &SimCall) -> Option<DateTime<Utc>> {
-        self.timeline(c)
-            .iter()
-            .find(|m| m.kind == ProviderEventKind::Ended)
-            .map(|m| m.at)
+        c.ended_by_api.or_else(|| self.natural_end(c))
+    }
+
+    /// The `Analyzed` moment (none after a hang-up through the API).
+    fn analyzed_at(&self, c: &SimCall) -> Option<DateTime<Utc>> {
+        match c.ended_by_api {
+            Some(_) => None,
+            None => self
+                .natural_end(c)
+                .map(|e| e + delta(self.inner.config.analysis_delay)),
+        }
     }
 
     /// The call as the provider sees it at `now`.
     fn snapshot(&self, c: &SimCall, now: DateTime<Utc>) -> ProviderCall {
-        let tl = self.timeline(c);
-        let started = tl
-            .iter()
-            .find(|m| m.kind == ProviderEventKind::Started && m.at <= now)
-            .map(|m| m.at);
-        let ended = tl
-            .iter()
-            .find(|m| m.kind == ProviderEventKind::Ended && m.at <= now)
-            .map(|m| m.at);
-        let analyzed = tl
-            .iter()
-            .any(|m| m.kind == ProviderEventKind::Analyzed && m.at <= now);
+        let started = self.answered_at(c).filter(|t| *t <= now);
+        let ended = self.end_time(c).filter(|t| *t <= now);
+        let analyzed = self.analyzed_at(c).is_some_and(|t| t <= now);
         let mut p = ProviderCall::new(
             c.provider_call_id.clone(),
             if ended.is_some() {
@@ -611,15 +640,12 @@ impl TelephonyProvider for Simulator {
                 // Live at this instant: every other call not yet over, plus this one.
                 // (A call once over stays over: ending it through the API only
                 // moves its end to that moment.)
-                let st = &mut *st;
-                st.live.retain(|p| {
-                    st.calls
-                        .get(p)
-                        .is_some_and(|c| self.end_time(c).is_none_or(|e| e > now))
-                });
+                while st.live.first().is_some_and(|(end, _)| *end <= now) {
+                    st.live.pop_first();
+                }
                 st.peak = st.peak.max(st.live.len() + 1);
-                if c.outcome != SimulatedOutcome::Hang {
-                    st.live.insert(pid.clone());
+                if let Some(end) = self.end_time(&c) {
+                    st.live.insert((end, pid.clone()));
                 }
                 st.by_call_id.insert(call.id, pid.clone());
                 st.pending.insert(pid.clone());
@@ -661,13 +687,21 @@ impl TelephonyProvider for Simulator {
     async fn end_call(&self, provider_call_id: &str) -> Result<()> {
         let now = self.inner.clock.now();
         {
-            let mut st = self.lock();
+            let mut guard = self.lock();
+            let st = &mut *guard;
             let c = st.calls.get_mut(provider_call_id).ok_or_else(|| {
                 Error::not_found(format!("no simulated call {provider_call_id}"))
                     .with_source_name("simulator")
             })?;
             if c.ended_by_api.is_none() {
+                let before = self.end_time(c);
                 c.ended_by_api = Some(now);
+                // Still live: it now ends at this moment.
+                if let Some(end) = before
+                    && st.live.remove(&(end, provider_call_id.to_owned()))
+                {
+                    st.live.insert((now, provider_call_id.to_owned()));
+                }
             }
             // Its timeline changed: an end may be due now.
             st.pending.insert(provider_call_id.to_owned());
@@ -706,6 +740,60 @@ mod tests {
             .filter(|e| e.call.provider_call_id == pid)
             .map(|e| e.kind.clone())
             .collect()
+    }
+
+    #[test]
+    fn timeline_agrees_with_the_instants() {
+        use SimulatedOutcome::*;
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("valid");
+        let clock = Arc::new(ManualClock::new(t0));
+        let sim = Simulator::new(
+            clock,
+            SimulatorConfig {
+                ring: Duration::from_secs(3),
+                talk: Duration::from_secs(40),
+                turn: Duration::from_secs(4),
+                ..SimulatorConfig::default()
+            },
+        );
+        let first =
+            |tl: &[Moment], k: ProviderEventKind| tl.iter().find(|m| m.kind == k).map(|m| m.at);
+        let outcomes = [
+            Answered, Hangup, Voicemail, NoAnswer, Busy, DialError, Rejected, Hang,
+        ];
+        // No hang-up, a hang-up while ringing, mid-call, and after the natural end.
+        let cuts = [None, Some(1), Some(20), Some(500)];
+        for outcome in outcomes {
+            for cut in cuts {
+                let c = SimCall {
+                    provider_call_id: "sim_x".into(),
+                    call_id: CallId::new(),
+                    outcome,
+                    dialed_at: t0,
+                    talk: Duration::from_secs(40),
+                    ended_by_api: cut.map(|s| t0 + TimeDelta::seconds(s)),
+                    emitted: 0,
+                    custom_analysis: Default::default(),
+                };
+                let tl = sim.timeline(&c);
+                let case = format!("{outcome:?} cut {cut:?}");
+                assert_eq!(
+                    sim.answered_at(&c),
+                    first(&tl, ProviderEventKind::Started),
+                    "{case}"
+                );
+                assert_eq!(
+                    sim.end_time(&c),
+                    first(&tl, ProviderEventKind::Ended),
+                    "{case}"
+                );
+                assert_eq!(
+                    sim.analyzed_at(&c),
+                    first(&tl, ProviderEventKind::Analyzed),
+                    "{case}"
+                );
+            }
+        }
     }
 
     #[tokio::test]
