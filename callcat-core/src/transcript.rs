@@ -32,7 +32,7 @@ impl SpeakerRole {
 }
 
 /// One utterance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TranscriptSegment {
     /// Who spoke.
     pub role: SpeakerRole,

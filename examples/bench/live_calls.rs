@@ -153,6 +153,9 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
             "dialed": dialed,
             "polled_calls": tracked,
             "bytes_per_active_call": per_call(rss_live),
+            "bytes_per_call_polling": r3(
+                (rss_live.saturating_sub(rss_dialed) * 1024) as f64 / n.max(1) as f64
+            ),
             "bytes_per_call_stored_only": per_call(rss_created),
             "bytes_per_call_stored_and_dialed": per_call(rss_dialed),
             "rss_kib": { "start": rss_start, "created": rss_created, "dialed": rss_dialed, "live": rss_live },

@@ -30,7 +30,8 @@ pub struct PollerConfig {
     pub interval: Duration,
     /// A fetch that takes longer than this is abandoned and counts as a failure.
     pub fetch_timeout: Duration,
-    /// At most this many fetches run at once, across all calls.
+    /// At most this many polls (a fetch and the writes it leads to) run at once,
+    /// across all calls.
     pub max_concurrent_fetches: usize,
     /// A call whose provider pushed a transcript is not polled until this long after
     /// the last push.
@@ -197,6 +198,27 @@ impl Drop for PollerHandle {
     }
 }
 
+/// What the poller keeps of the last transcript it stored for a call: a count
+/// and a 64-bit hash of the segments instead of a copy, so a long call's
+/// transcript is held once (in the store), not again per poll task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Digest {
+    segments: usize,
+    hash: u64,
+}
+
+impl Digest {
+    fn of(segments: &[TranscriptSegment]) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        segments.hash(&mut h);
+        Digest {
+            segments: segments.len(),
+            hash: h.finish(),
+        }
+    }
+}
+
 struct Tracked {
     provider_call_id: String,
     generation: u64,
@@ -241,8 +263,9 @@ impl Shared {
         }
     }
 
-    /// Starts or stops polling `call` according to its state.
-    fn observe(self: &Arc<Self>, call: &Call) {
+    /// Starts or stops polling `call` according to its state; a new task polls
+    /// first after `first_poll_in`.
+    fn observe(self: &Arc<Self>, call: &Call, first_poll_in: Duration) {
         let mut tasks = self.lock_tasks();
         match self.pollable(call) {
             Some(pid) => {
@@ -263,7 +286,13 @@ impl Shared {
                     provider_call_id: pid.to_owned(),
                     started: call.status == CallStatus::InProgress,
                 };
-                let handle = tokio::spawn(poll_call(self.clone(), polled, generation, stop_rx));
+                let handle = tokio::spawn(poll_call(
+                    self.clone(),
+                    polled,
+                    generation,
+                    first_poll_in,
+                    stop_rx,
+                ));
                 tasks.insert(
                     call.id,
                     Tracked {
@@ -282,7 +311,10 @@ impl Shared {
         }
     }
 
-    /// Makes the tracked set match the store's active calls.
+    /// Makes the tracked set match the store's active calls. When more calls are
+    /// found than may be fetched at once (a restart with many calls on the line),
+    /// their first polls are spread evenly over one interval instead of all
+    /// landing on the provider, the store and the allocator in the same instant.
     async fn resync(self: &Arc<Self>) -> Result<()> {
         let active = self.ingestor.calls().all_active(&ActiveScope::All).await?;
         let mut keep = HashSet::new();
@@ -290,7 +322,17 @@ impl Shared {
             if self.pollable(c).is_some() {
                 keep.insert(c.id);
             }
-            self.observe(c);
+        }
+        let herd = keep.len() > self.config.max_concurrent_fetches;
+        let n = keep.len().max(1) as u32;
+        let mut i = 0u32;
+        for c in &active {
+            let mut first_poll_in = Duration::ZERO;
+            if herd && keep.contains(&c.id) {
+                first_poll_in = self.config.interval.mul_f64(f64::from(i) / f64::from(n));
+                i += 1;
+            }
+            self.observe(c, first_poll_in);
         }
         let mut tasks = self.lock_tasks();
         tasks.retain(|id, t| {
@@ -316,7 +358,7 @@ impl Shared {
         &self,
         call: &mut PolledCall,
         mut snap: ProviderCall,
-        last: &mut Option<Vec<TranscriptSegment>>,
+        last: &mut Option<Digest>,
     ) -> Result<bool> {
         if snap.call_id.is_none() {
             snap.call_id = Some(call.id);
@@ -338,13 +380,14 @@ impl Shared {
                 .await?;
             call.started = true;
         }
-        if let Some(segments) = snap.transcript
-            && last.as_ref() != Some(&segments)
-        {
-            self.ingestor
-                .store_transcript(call.id, &call.owner, &call.provider_call_id, &segments)
-                .await?;
-            *last = Some(segments);
+        if let Some(segments) = snap.transcript {
+            let digest = Digest::of(&segments);
+            if last.as_ref() != Some(&digest) {
+                self.ingestor
+                    .store_transcript(call.id, &call.owner, &call.provider_call_id, &segments)
+                    .await?;
+                *last = Some(digest);
+            }
         }
         Ok(false)
     }
@@ -371,7 +414,7 @@ async fn supervise(
             r = bus.recv() => match r {
                 Ok(update) => {
                     if let CallUpdate::Call(c) = &*update {
-                        shared.observe(c);
+                        shared.observe(c, Duration::ZERO);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -412,27 +455,33 @@ async fn poll_call(
     shared: Arc<Shared>,
     mut call: PolledCall,
     generation: u64,
+    first_poll_in: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let clock = shared.clock.clone();
     let cfg = shared.config.clone();
-    // Start from what is stored, so a restart does not rewrite an unchanged transcript.
-    let mut last = match shared
-        .ingestor
-        .transcripts()
-        .get(call.id, clock.now())
-        .await
-    {
-        Ok(t) => t
-            .filter(|t| t.provider_call_id.as_deref() == Some(call.provider_call_id.as_str()))
-            .map(|t| t.segments),
-        Err(_) => None,
-    };
+    let mut last: Option<Digest> = None;
+    let mut loaded = false;
     let mut failures = 0u32;
-    let mut next = clock.now();
+    let mut next = clock.now() + delta(first_poll_in);
     loop {
         if !wait_until(clock.as_ref(), next, &mut stop).await {
             break;
+        }
+        if !loaded {
+            // Start from what is stored, so a restart does not rewrite an unchanged
+            // transcript. (Cold futures are boxed so the future that stays resident
+            // per call is small.)
+            let stored = Box::pin(shared.ingestor.transcripts().get(call.id, clock.now())).await;
+            last = match stored {
+                Ok(t) => t
+                    .filter(|t| {
+                        t.provider_call_id.as_deref() == Some(call.provider_call_id.as_str())
+                    })
+                    .map(|t| Digest::of(&t.segments)),
+                Err(_) => None,
+            };
+            loaded = true;
         }
         let now = clock.now();
         if let Some(pushed) = shared.ingestor.last_transcript_push(call.id) {
@@ -454,13 +503,19 @@ async fn poll_call(
             r = with_timeout(clock.as_ref(), cfg.fetch_timeout, shared.provider.fetch_call(&call.provider_call_id)) => r,
             () = stopped(&mut stop) => break,
         };
-        drop(permit);
+        // The permit is held while the snapshot is stored too: when the store falls
+        // behind, waiting polls hold only their small resident future, not a
+        // snapshot and a pending write each.
         let err = match fetched {
-            Some(Ok(snap)) => match shared.handle_snapshot(&mut call, snap, &mut last).await {
-                Ok(true) => break,
-                Ok(false) => None,
-                Err(e) => Some(e),
-            },
+            Some(Ok(snap)) => {
+                let handled = Box::pin(shared.handle_snapshot(&mut call, snap, &mut last)).await;
+                drop(permit);
+                match handled {
+                    Ok(true) => break,
+                    Ok(false) => None,
+                    Err(e) => Some(e),
+                }
+            }
             Some(Err(e)) => Some(e),
             None => Some(Error::unavailable(format!(
                 "fetching the call took longer than {:?}",
@@ -480,4 +535,47 @@ async fn poll_call(
         }
     }
     shared.finished(call.id, generation);
+}
+
+#[cfg(test)]
+mod resident {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// What every polled call keeps alive between polls: its task's future. It
+    /// stays small because the rarely-run parts (the first transcript read, acting
+    /// on a snapshot) are boxed only while they run.
+    #[tokio::test]
+    async fn a_polled_call_s_resident_future_is_small() {
+        let clock = Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH));
+        let stores = crate::memory::in_memory_stores();
+        let ingestor = Arc::new(EventIngestor::from_stores(
+            &stores,
+            crate::bus::UpdateBus::new(16),
+            clock.clone(),
+        ));
+        let shared = Arc::new(Shared {
+            clock,
+            semaphore: Arc::new(Semaphore::new(1)),
+            ingestor,
+            provider: Arc::new(crate::simulator::Simulator::new(
+                Arc::new(ManualClock::new(chrono::DateTime::UNIX_EPOCH)),
+                crate::simulator::SimulatorConfig::default(),
+            )),
+            config: PollerConfig::default(),
+            tasks: Mutex::new(HashMap::new()),
+            next_generation: AtomicU64::new(0),
+        });
+        let (_stop, stop_rx) = watch::channel(false);
+        let call = PolledCall {
+            id: CallId::new(),
+            owner: Owner::new("t", "u"),
+            provider_call_id: "p".into(),
+            started: false,
+        };
+        let task = poll_call(shared, call, 0, Duration::ZERO, stop_rx);
+        let bytes = std::mem::size_of_val(&task);
+        println!("poll_call future: {bytes} bytes");
+        assert!(bytes <= 1536, "poll_call's future is {bytes} bytes");
+    }
 }

@@ -246,6 +246,42 @@ async fn resumes_active_calls_after_a_restart_without_rewriting() {
 }
 
 #[tokio::test]
+async fn a_resumed_herd_is_spread_over_one_interval() {
+    let h = Harness::new();
+    let provider = Arc::new(ScriptedProvider::default());
+    let pids = ["pc-1", "pc-2", "pc-3", "pc-4"];
+    for pid in pids {
+        h.store_call("acme", CallStatus::InProgress, Some(pid))
+            .await;
+        provider.set(in_progress(pid, &["hello"]));
+    }
+    // More calls than may be fetched at once: first polls at 0, 0.5, 1 and 1.5 s.
+    let config = PollerConfig {
+        max_concurrent_fetches: 2,
+        ..PollerConfig::default()
+    };
+    let poller = start(&h, &provider, config).await;
+    let polled = || pids.iter().map(|p| provider.fetches(p)).sum::<usize>();
+    until("the first poll", || {
+        polled() == 1 && h.clock.sleepers() == 4
+    })
+    .await;
+    for expected in 2..=4 {
+        h.clock.advance(Duration::from_millis(500));
+        until("the next first poll", || {
+            polled() == expected && h.clock.sleepers() == 4
+        })
+        .await;
+        settle().await;
+        assert_eq!(polled(), expected);
+    }
+    // Then each at its own 2 s interval.
+    h.clock.advance(Duration::from_millis(500));
+    until("the second round begins", || polled() == 5).await;
+    poller.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_hanging_fetch_delays_no_other_call_and_times_out() {
     let h = Harness::new();
     let provider = Arc::new(ScriptedProvider::default());
