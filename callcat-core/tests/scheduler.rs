@@ -141,17 +141,35 @@ async fn dials_at_the_due_time_and_an_earlier_call_created_later_first() {
             .await
         }
     });
+    // It wakes a claim lead before the due instant (claims then), dials at it.
+    let lead = TimeDelta::from_std(sched.config().claim_lead).expect("small");
     let clock = h.clock.clone();
     eventually("scheduler sleeps until the first due call", || {
-        clock.next_deadline() == Some(secs(60))
+        clock.next_deadline() == Some(secs(60) - lead)
     })
     .await;
 
     let sooner = h.create(&o2, secs(30), "answered", no_jitter()).await;
     eventually("scheduler re-plans for the sooner call", || {
+        clock.next_deadline() == Some(secs(30) - lead)
+    })
+    .await;
+    h.clock.set(secs(30) - lead / 2);
+    let store = h.store.clone();
+    eventually("claimed ahead, waiting for its instant", || {
         clock.next_deadline() == Some(secs(30))
     })
     .await;
+    assert_eq!(
+        store
+            .get(sooner.id)
+            .await
+            .expect("read")
+            .expect("stored")
+            .status,
+        CallStatus::Dispatching
+    );
+    assert_eq!(h.sim.total_dials(), 0, "never dialed before it is due");
     h.clock.set(secs(30));
     let sim = h.sim.clone();
     sim.wait_for_dials(1).await;
@@ -159,7 +177,7 @@ async fn dials_at_the_due_time_and_an_earlier_call_created_later_first() {
     assert!(h.dial_times(later.id).is_empty());
 
     eventually("scheduler sleeps until the later call", || {
-        clock.next_deadline() == Some(secs(60))
+        clock.next_deadline() == Some(secs(60) - lead)
     })
     .await;
     h.clock.set(secs(60));
@@ -831,5 +849,34 @@ async fn a_process_claims_no_more_than_it_can_dispatch() {
     run.await.expect("join").expect("run");
     for id in ids {
         assert_eq!(h.sim.dial_count(id), 1);
+    }
+}
+
+#[test]
+fn the_builder_rejects_settings_it_cannot_honour() {
+    let clock = ManualClock::new(t0());
+    let sim = Simulator::new(Arc::new(clock.clone()), SimulatorConfig::default());
+    let base = || {
+        Scheduler::builder()
+            .store(Arc::new(InMemoryCallStore::new()))
+            .provider(Arc::new(sim.clone()))
+            .clock(Arc::new(clock.clone()))
+    };
+    assert!(base().build().is_ok());
+    let bad: Vec<(&str, SchedulerBuilder)> = vec![
+        ("batch", base().batch(0)),
+        ("cap", base().global_cap(0)),
+        ("lease", base().lease(Duration::from_millis(50))),
+        (
+            "claimLead",
+            base()
+                .lease(Duration::from_secs(1))
+                .claim_lead(Duration::from_millis(300)),
+        ),
+    ];
+    for (field, b) in bad {
+        let e = b.build().expect_err(field);
+        assert_eq!(e.kind(), callcat_core::ErrorKind::Validation, "{field}");
+        assert_eq!(e.field(), Some(field));
     }
 }

@@ -56,6 +56,11 @@ pub struct SchedulerConfig {
     /// Most claimed calls waiting for or in dispatch in this process. Claiming
     /// stops at this bound, so a process never holds leases it cannot serve soon.
     pub max_pending: usize,
+    /// How long before the next due instant the scheduler wakes to claim: the
+    /// store round trips of the claim happen before that instant, and the dial at
+    /// it. Only calls due at or before the instant are claimed, so no call is ever
+    /// dialed early. Zero claims at the instant itself.
+    pub claim_lead: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +76,7 @@ impl Default for SchedulerConfig {
             cap_recheck: Duration::from_secs(1),
             retry_seed: 0x00ca_11ca_7000,
             max_pending: 256,
+            claim_lead: Duration::from_millis(20),
         }
     }
 }
@@ -165,6 +171,11 @@ impl SchedulerBuilder {
         self.config.max_pending = n;
         self
     }
+    /// How long before a due instant to claim (see [`SchedulerConfig::claim_lead`]).
+    pub fn claim_lead(mut self, d: Duration) -> Self {
+        self.config.claim_lead = d;
+        self
+    }
     /// Seed for retry jitter.
     pub fn retry_seed(mut self, seed: u64) -> Self {
         self.config.retry_seed = seed;
@@ -191,6 +202,12 @@ impl SchedulerBuilder {
         }
         if c.lease < Duration::from_millis(100) {
             return Err(Error::validation("lease", "lease must be at least 100 ms"));
+        }
+        if c.claim_lead > c.lease / 4 {
+            return Err(Error::validation(
+                "claimLead",
+                "the claim lead must not exceed a quarter of the lease",
+            ));
         }
         if c.max_idle.is_zero() || c.cap_recheck.is_zero() {
             return Err(Error::validation(
@@ -308,8 +325,9 @@ impl Scheduler {
         Ok(cap.saturating_sub(usize::try_from(active).unwrap_or(usize::MAX)))
     }
 
-    async fn claim(&self, room: usize) -> Result<Vec<Call>> {
-        let now = self.inner.clock.now();
+    /// Claims calls due by `due_by` (now, or an instant a claim lead ahead).
+    async fn claim(&self, room: usize, due_by: Option<DateTime<Utc>>) -> Result<Vec<Call>> {
+        let now = due_by.unwrap_or_else(|| self.inner.clock.now());
         let pending = self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
         let capacity = self.inner.config.max_pending.saturating_sub(pending);
         let limit = room.min(capacity).min(self.inner.config.batch as usize) as u32;
@@ -354,7 +372,7 @@ impl Scheduler {
         let mut set = JoinSet::new();
         loop {
             let room = self.room().await?.saturating_sub(set.len());
-            let claimed = self.claim(room).await?;
+            let claimed = self.claim(room, None).await?;
             let full = claimed.len() == self.inner.config.batch as usize;
             report.claimed += claimed.len();
             self.spawn_batch(claimed, &mut set);
@@ -417,6 +435,8 @@ impl Scheduler {
         tokio::pin!(shutdown);
         let cfg = &self.inner.config;
         tracing::info!(worker = %cfg.worker, "scheduler started");
+        // Set when the scheduler woke a claim lead before this due instant.
+        let mut due_by: Option<DateTime<Utc>> = None;
         loop {
             // Shutdown wins over everything: never claim after it was signalled.
             if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
@@ -426,23 +446,34 @@ impl Scheduler {
                 log_results(done);
             }
             let mut at_cap = false;
+            let target = due_by.take().filter(|t| *t > self.inner.clock.now());
             let step: Result<bool> = async {
                 let room = self.room().await?;
                 let pending = self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
                 at_cap = room == 0 || pending >= cfg.max_pending;
-                let claimed = self.claim(room).await?;
+                let claimed = self.claim(room, target).await?;
                 let full = claimed.len() == cfg.batch as usize;
+                if let Some(t) = target
+                    && !claimed.is_empty()
+                {
+                    // Claimed ahead: every one is due at or before `t`; dial at `t`.
+                    self.inner.clock.sleep_until(t).await;
+                }
                 self.spawn_batch(claimed, &mut set);
                 Ok(full)
             }
             .await;
             let now = self.inner.clock.now();
+            let mut next_due = None;
             let deadline = match step {
                 Ok(true) => continue,
                 Ok(false) if at_cap => now + delta(cfg.cap_recheck),
                 Ok(false) => match self.inner.store.next_due_at().await {
-                    Ok(Some(t)) => t.min(now + delta(cfg.max_idle)),
-                    Ok(None) => now + delta(cfg.max_idle),
+                    Ok(Some(t)) if t <= now + delta(cfg.max_idle) => {
+                        next_due = Some(t);
+                        t - delta(cfg.claim_lead)
+                    }
+                    Ok(_) => now + delta(cfg.max_idle),
                     Err(e) => {
                         tracing::warn!(error = %e, "next_due_at failed");
                         now + delta(cfg.cap_recheck)
@@ -460,7 +491,10 @@ impl Scheduler {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break true,
-                    _ = &mut sleep => break false,
+                    _ = &mut sleep => {
+                        due_by = next_due;
+                        break false;
+                    }
                     _ = wake.woken() => break false,
                     Some(done) = set.join_next(), if !set.is_empty() => {
                         log_results(done);
