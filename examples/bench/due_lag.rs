@@ -132,13 +132,25 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
     let _ = stop_tx.send(());
     running.await??;
 
-    let mut lags: Vec<f64> = provider
+    // (seconds after the first due instant, lag in ms) per dial.
+    let by_time: Vec<(f64, f64)> = provider
         .dials()
         .iter()
-        .filter_map(|(id, at)| due.get(id).map(|d| (*at - *d).num_microseconds()))
-        .flatten()
-        .map(|us| us as f64 / 1000.0)
+        .filter_map(|(id, at)| {
+            let d = due.get(id)?;
+            let lag = (*at - *d).num_microseconds()? as f64 / 1000.0;
+            let offset = (*d - first_due).num_milliseconds() as f64 / 1000.0;
+            Some((offset, lag))
+        })
         .collect();
+    let mut lags: Vec<f64> = by_time.iter().map(|(_, lag)| *lag).collect();
+    // Whether the tail is one stall (late dials bunched in time) or spread out.
+    let late: Vec<&(f64, f64)> = by_time.iter().filter(|(_, lag)| *lag > 50.0).collect();
+    let stalls = json!({
+        "dials_over_50ms": late.len(),
+        "first_s": late.iter().map(|(t, _)| *t).reduce(f64::min).map(r3),
+        "last_s": late.iter().map(|(t, _)| *t).reduce(f64::max).map(r3),
+    });
     let commit = match &env.pg {
         Some(pg) => commit_probe(pg).await?,
         None => serde_json::Value::Null,
@@ -191,6 +203,7 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
         }),
         json!({
             "lag_ms": summary(&mut lags),
+            "late_dials": stalls,
             "dialed": dialed,
             "completed": completed,
             "statuses": statuses,

@@ -107,9 +107,19 @@ fn moved(
     }
 }
 
-pub(crate) async fn dispatch_claimed(inner: &Inner, claimed: Call) -> Result<DispatchResult> {
+/// Dispatches a claimed call. With `dial_at` (claimed a lead ahead of that
+/// instant), every decision is taken as of `dial_at` and the attempt is begun
+/// ahead too, so only the dial itself waits for the instant.
+pub(crate) async fn dispatch_claimed(
+    inner: &Inner,
+    claimed: Call,
+    dial_at: Option<DateTime<Utc>>,
+) -> Result<DispatchResult> {
     let id = claimed.id;
-    let now = inner.clock.now();
+    let now = match dial_at {
+        Some(t) => t.max(inner.clock.now()),
+        None => inner.clock.now(),
+    };
     let mut call = claimed;
 
     if call.dial_started_at.is_some() {
@@ -245,6 +255,9 @@ pub(crate) async fn dispatch_claimed(inner: &Inner, claimed: Call) -> Result<Dis
         }
     }
 
+    if dial_at.is_some() && now > inner.clock.now() {
+        inner.clock.sleep_until(now).await;
+    }
     let result = dial_with_renewal(inner, &started).await;
     let now = inner.clock.now();
     match result {

@@ -56,10 +56,11 @@ pub struct SchedulerConfig {
     /// Most claimed calls waiting for or in dispatch in this process. Claiming
     /// stops at this bound, so a process never holds leases it cannot serve soon.
     pub max_pending: usize,
-    /// How long before the next due instant the scheduler wakes to claim: the
-    /// store round trips of the claim happen before that instant, and the dial at
-    /// it. Only calls due at or before the instant are claimed, so no call is ever
-    /// dialed early. Zero claims at the instant itself.
+    /// How long before the next due instant the scheduler wakes: the store round
+    /// trips of the claim, the checks and the start of the attempt happen before
+    /// that instant, and only the dial waits for it. Only calls due at or before
+    /// the instant are claimed, so no call is ever dialed early. Zero claims at the
+    /// instant itself.
     pub claim_lead: Duration,
 }
 
@@ -343,7 +344,12 @@ impl Scheduler {
 
     /// Dispatches a batch: calls of one owner one after another (so the per-owner
     /// cap decides in due order), different owners concurrently.
-    fn spawn_batch(&self, calls: Vec<Call>, set: &mut JoinSet<Vec<Result<DispatchResult>>>) {
+    fn spawn_batch(
+        &self,
+        calls: Vec<Call>,
+        dial_at: Option<DateTime<Utc>>,
+        set: &mut JoinSet<Vec<Result<DispatchResult>>>,
+    ) {
         self.inner
             .pending
             .fetch_add(calls.len(), std::sync::atomic::Ordering::SeqCst);
@@ -358,7 +364,7 @@ impl Scheduler {
                 for c in group {
                     // Released even if the dispatch panics or the task is dropped.
                     let _slot = PendingSlot(&this.inner.pending);
-                    out.push(dispatch::dispatch_claimed(&this.inner, c).await);
+                    out.push(dispatch::dispatch_claimed(&this.inner, c, dial_at).await);
                 }
                 out
             });
@@ -375,7 +381,7 @@ impl Scheduler {
             let claimed = self.claim(room, None).await?;
             let full = claimed.len() == self.inner.config.batch as usize;
             report.claimed += claimed.len();
-            self.spawn_batch(claimed, &mut set);
+            self.spawn_batch(claimed, None, &mut set);
             if !full {
                 break;
             }
@@ -422,7 +428,7 @@ impl Scheduler {
             Err(e) if e.kind() == crate::ErrorKind::Conflict => return Ok(DispatchResult::Skipped),
             Err(e) => return Err(e),
         };
-        dispatch::dispatch_claimed(&self.inner, claimed).await
+        dispatch::dispatch_claimed(&self.inner, claimed, None).await
     }
 
     /// Runs until `shutdown` resolves: sleeps until the next due call, claims and
@@ -453,13 +459,9 @@ impl Scheduler {
                 at_cap = room == 0 || pending >= cfg.max_pending;
                 let claimed = self.claim(room, target).await?;
                 let full = claimed.len() == cfg.batch as usize;
-                if let Some(t) = target
-                    && !claimed.is_empty()
-                {
-                    // Claimed ahead: every one is due at or before `t`; dial at `t`.
-                    self.inner.clock.sleep_until(t).await;
-                }
-                self.spawn_batch(claimed, &mut set);
+                // Claimed ahead: every one is due at or before `target`; each is
+                // prepared now and dialed at `target`.
+                self.spawn_batch(claimed, target, &mut set);
                 Ok(full)
             }
             .await;
