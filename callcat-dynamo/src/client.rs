@@ -190,19 +190,9 @@ impl Ctx {
                 want - items.len()
             };
             let req = self
-                .client
-                .query()
-                .table_name(&spec.table)
-                .set_index_name(spec.index.map(str::to_owned))
-                .key_condition_expression(&spec.key_condition)
-                .set_filter_expression(spec.filter.clone())
-                .set_expression_attribute_names(spec.expr.names())
-                .set_expression_attribute_values(spec.expr.values())
+                .query(spec, start.take())
                 .scan_index_forward(spec.forward)
-                .consistent_read(spec.consistent)
                 .limit(i32::try_from(page.min(1000)).unwrap_or(1000))
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send();
             let out = self
                 .send(crate::metrics::OpKind::Read, req)
@@ -219,6 +209,25 @@ impl Ctx {
         Ok(items)
     }
 
+    /// The Query request for `spec`, one page from `start`, with capacity reported.
+    fn query(
+        &self,
+        spec: &QuerySpec,
+        start: Option<Item>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&spec.table)
+            .set_index_name(spec.index.map(str::to_owned))
+            .key_condition_expression(&spec.key_condition)
+            .set_filter_expression(spec.filter.clone())
+            .set_expression_attribute_names(spec.expr.names())
+            .set_expression_attribute_values(spec.expr.values())
+            .consistent_read(spec.consistent)
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+    }
+
     /// Counts the items `spec` matches (`Select: COUNT`), following
     /// `LastEvaluatedKey`: no item is returned or parsed.
     pub(crate) async fn query_count(&self, spec: &QuerySpec) -> crate::error::DResult<u64> {
@@ -226,18 +235,8 @@ impl Ctx {
         let mut start: Option<Item> = None;
         loop {
             let req = self
-                .client
-                .query()
-                .table_name(&spec.table)
-                .set_index_name(spec.index.map(str::to_owned))
-                .key_condition_expression(&spec.key_condition)
-                .set_filter_expression(spec.filter.clone())
-                .set_expression_attribute_names(spec.expr.names())
-                .set_expression_attribute_values(spec.expr.values())
-                .consistent_read(spec.consistent)
+                .query(spec, start.take())
                 .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
                 .send();
             let out = self
                 .send(crate::metrics::OpKind::Read, req)
