@@ -653,6 +653,27 @@ async fn a_claim_whose_worker_died_before_dialing_is_dialed_by_another() {
 }
 
 #[tokio::test]
+async fn claims_of_dead_workers_do_not_hold_the_global_cap() {
+    // As many lapsed claims as the cap: they count as active, yet must be recovered.
+    let h = harness(SimulatorConfig::default());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let o = callcat_core::Owner::new("t", format!("u{i}"));
+        ids.push(h.create(&o, t0(), "answered", no_jitter()).await.id);
+    }
+    let dead = callcat_core::WorkerId::new("dead");
+    let claimed = h.store.claim_due(t0(), 10, &dead, secs(30)).await;
+    assert_eq!(claimed.expect("claim").len(), 3);
+    let sched = h.scheduler(|b| b.global_cap(3));
+    assert_eq!(sched.tick().await.expect("tick").claimed, 0, "leases live");
+    h.clock.set(secs(30));
+    assert_eq!(sched.tick().await.expect("tick").dialed, 3);
+    for id in ids {
+        assert_eq!(h.dial_times(id), vec![secs(30)]);
+    }
+}
+
+#[tokio::test]
 async fn the_do_not_call_list_cancels_before_dialing() {
     let h = harness(SimulatorConfig::default());
     let dnc = Arc::new(DoNotCallList::new());

@@ -27,7 +27,7 @@ use crate::clock::{Clock, delta};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner, WorkerId};
 use crate::provider::TelephonyProvider;
-use crate::store::{ActiveScope, CallStore};
+use crate::store::{ActiveScope, CallStore, CallStoreExt};
 use crate::wakeup::Wakeup;
 
 /// Scheduler settings. Build with [`Scheduler::builder`].
@@ -323,7 +323,27 @@ impl Scheduler {
     async fn room(&self) -> Result<usize> {
         let cap = self.inner.config.global_cap;
         let active = self.inner.store.count_active(&ActiveScope::All).await?;
-        Ok(cap.saturating_sub(usize::try_from(active).unwrap_or(usize::MAX)))
+        let active = usize::try_from(active).unwrap_or(usize::MAX);
+        if active < cap {
+            return Ok(cap - active);
+        }
+        // At the cap: claims whose worker died (lease lapsed) are counted as active
+        // but hold no line until recovered, and recovering them needs room. Without
+        // this, enough of them (say, after several crashes) would block every
+        // scheduler for good.
+        let now = self.inner.clock.now();
+        let lapsed = self
+            .inner
+            .store
+            .all_active(&ActiveScope::All)
+            .await?
+            .iter()
+            .filter(|c| {
+                c.status == crate::call::CallStatus::Dispatching
+                    && c.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+            })
+            .count();
+        Ok(cap.saturating_sub(active.saturating_sub(lapsed)))
     }
 
     /// Claims calls due by `due_by` (now, or an instant a claim lead ahead).
