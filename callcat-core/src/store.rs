@@ -196,18 +196,7 @@ pub trait CallStore: Send + Sync + 'static {
     /// Canceling): the scheduler's global cap. The default pages through
     /// [`CallStore::list_active`]; backends answer with a count from their index.
     async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
-        let mut count = 0u64;
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
-                .await?;
-            count += page.items.len() as u64;
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(count),
-            }
-        }
+        count_active_matching(self, scope, |_| true).await
     }
 
     /// How many active calls in `scope` go to `number` ("no second call in flight
@@ -218,21 +207,28 @@ pub trait CallStore: Send + Sync + 'static {
         scope: &ActiveScope,
         number: &PhoneNumber,
     ) -> Result<u32> {
-        let mut count = 0u32;
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = self
-                .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
-                .await?;
-            count += page
-                .items
-                .iter()
-                .filter(|c| &c.phone_number == number)
-                .count() as u32;
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(count),
-            }
+        let n = count_active_matching(self, scope, |c| &c.phone_number == number).await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+/// The active calls in `scope` that satisfy `pred`, counted page by page through
+/// [`CallStore::list_active`] (the counting defaults).
+async fn count_active_matching<S: CallStore + ?Sized>(
+    store: &S,
+    scope: &ActiveScope,
+    pred: impl Fn(&Call) -> bool + Send,
+) -> Result<u64> {
+    let mut count = 0u64;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list_active(scope, MAX_PAGE_SIZE, cursor.as_deref())
+            .await?;
+        count += page.items.iter().filter(|c| pred(c)).count() as u64;
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(count),
         }
     }
 }
@@ -375,5 +371,54 @@ pub struct Stores {
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stores").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::call::CallStatus;
+    use crate::memory::InMemoryCallStore;
+    use crate::testing::fixtures::{at, owner, scheduled_call};
+
+    /// The counting defaults (for backends without an index) page through
+    /// `list_active` and agree with the memory store's indexed answers.
+    #[tokio::test]
+    async fn the_counting_defaults_page_through_every_active_call() {
+        let store = InMemoryCallStore::new();
+        let other = PhoneNumber::parse("+442071838750").expect("valid");
+        let (a, b) = (owner("tenant-a"), owner("tenant-b"));
+        for i in 0..1_500u32 {
+            let o = if i % 3 == 0 { &a } else { &b };
+            let mut c = scheduled_call(o, at(10 + i64::from(i)));
+            if i % 2 == 0 {
+                c.phone_number = other.clone();
+            }
+            let c = store.create(&c).await.expect("create").into_call();
+            if i < 1_200 {
+                let mut u = c.clone();
+                u.status = CallStatus::Ringing;
+                u.next_action_at = None;
+                store.update(&u).await.expect("ringing");
+            }
+        }
+        for scope in [
+            ActiveScope::All,
+            ActiveScope::Tenant(a.tenant.clone()),
+            ActiveScope::Owner(b.clone()),
+        ] {
+            let all = count_active_matching(&store, &scope, |_| true).await;
+            assert_eq!(
+                all.expect("count"),
+                store.count_active(&scope).await.expect("count")
+            );
+            let to_other = count_active_matching(&store, &scope, |c| c.phone_number == other).await;
+            let indexed = CallStore::active_calls_to_number(&store, &scope, &other).await;
+            assert_eq!(to_other.expect("count"), u64::from(indexed.expect("count")));
+        }
+        assert_eq!(
+            store.count_active(&ActiveScope::All).await.expect("count"),
+            1_200
+        );
     }
 }
