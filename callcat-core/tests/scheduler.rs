@@ -113,6 +113,24 @@ fn secs(s: i64) -> DateTime<Utc> {
     t0() + TimeDelta::seconds(s)
 }
 
+/// Runs `sched` in a task until the returned sender is used (or dropped).
+fn spawn_run(
+    sched: &Scheduler,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<callcat_core::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let s = sched.clone();
+    let run = tokio::spawn(async move {
+        s.run(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (stop, run)
+}
+
 /// Waits (bounded) for a condition other tasks make true; never for the clock.
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..20_000 {
@@ -131,16 +149,7 @@ async fn dials_at_the_due_time_and_an_earlier_call_created_later_first() {
     let o2 = owner("t");
     let later = h.create(&o1, secs(60), "answered", no_jitter()).await;
     let sched = h.scheduler(|b| b.max_idle(Duration::from_secs(3600)));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let s = sched.clone();
-        async move {
-            s.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let (stop, run) = spawn_run(&sched);
     // It wakes a claim lead before the due instant (claims then), dials at it.
     let lead = TimeDelta::from_std(sched.config().claim_lead).expect("small");
     let clock = h.clock.clone();
@@ -239,14 +248,9 @@ async fn four_schedulers_dial_2000_calls_exactly_once() {
                 .global_cap(100_000)
                 .batch(50)
         });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, run) = spawn_run(&s);
         stops.push(tx);
-        runs.push(tokio::spawn(async move {
-            s.run(async {
-                let _ = rx.await;
-            })
-            .await
-        }));
+        runs.push(run);
     }
     h.sim.wait_for_dials(2000).await;
     for tx in stops {
@@ -726,16 +730,7 @@ async fn shutdown_stops_claiming_and_finishes_in_flight_dials() {
     });
     let sched = h.scheduler(|b| b.provider(provider).owner_cap(None));
     let in_flight = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let s = sched.clone();
-        async move {
-            s.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let (stop, run) = spawn_run(&sched);
     for i in 0.. {
         if h.get(in_flight.id).await.dial_started_at.is_some() {
             break;
@@ -833,16 +828,7 @@ async fn a_process_claims_no_more_than_it_can_dispatch() {
                 .id,
         );
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn({
-        let s = sched.clone();
-        async move {
-            s.run(async {
-                let _ = stopped.await;
-            })
-            .await
-        }
-    });
+    let (stop, run) = spawn_run(&sched);
     // Two dials hang at the gate; the other four must stay unclaimed.
     let mut claimed = 0;
     for i in 0.. {

@@ -241,6 +241,10 @@ impl CallStore for Observed {
     ) -> Result<Vec<Call>> {
         self.inner.claim_due(now, limit, worker, lease_until).await
     }
+    // Forwarded so the scheduler counts as it would on PostgreSQL itself.
+    async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
+        self.inner.count_active(scope).await
+    }
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let at = self.inner.next_due_at().await;
         self.looked.send_modify(|n| *n += 1);
