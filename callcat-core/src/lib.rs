@@ -45,7 +45,9 @@ pub use live::{
     LiveEvent, LiveScope, LiveSubscription, LiveTracker, PollerConfig, PollerHandle,
     StaleCallSweeper, SweepReport, SweeperConfig, SweeperHandle, TranscriptPoller,
 };
-pub use memory::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
+pub use memory::{
+    InMemoryCallStore, InMemoryDoNotCallStore, InMemoryTranscriptStore, InMemoryWindowStore,
+};
 pub use new_call::{CallEdit, CallTemplate, Limits, NewCall};
 pub use phone::{PhoneNumber, PhoneNumberError};
 pub use planner::{DoneToday, PlanReport, WindowPlanner};
@@ -61,8 +63,8 @@ pub use scheduler::{
 pub use service::CallService;
 pub use simulator::{Simulator, SimulatorConfig};
 pub use store::{
-    ActiveScope, CallStore, CallStoreExt, Created, ListQuery, ListView, Page, StoreCapabilities,
-    Stores, TranscriptStore, WindowStore,
+    ActiveScope, CallStore, CallStoreExt, Created, DoNotCallEntry, DoNotCallStore, ListQuery,
+    ListView, Page, StoreCapabilities, Stores, TranscriptStore, WindowStore,
 };
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
 pub use wakeup::{Wakeup, WakeupListener};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::{Call, CallStatus};
 use crate::error::Result;
-use crate::ids::{CallId, Owner, TenantId, WindowId, WorkerId};
+use crate::ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 use crate::phone::PhoneNumber;
 use crate::transcript::{Transcript, TranscriptSegment};
 use crate::window::CallWindow;
@@ -281,6 +281,44 @@ pub trait WindowStore: Send + Sync + 'static {
 
     /// Deletes an owner's window; `NotFound` if absent or someone else's.
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()>;
+}
+
+/// One number on a tenant's do-not-call list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoNotCallEntry {
+    /// The tenant whose list it is (the list is tenant-wide).
+    pub tenant: TenantId,
+    /// The number that must never be called.
+    pub phone_number: PhoneNumber,
+    /// The user who listed it.
+    pub added_by: UserId,
+    /// When it was listed.
+    pub added_at: DateTime<Utc>,
+}
+
+/// Per-tenant do-not-call lists. Numbers are encrypted at rest where the backend
+/// has a cipher; look-ups go through a keyed hash, never the plaintext.
+#[async_trait::async_trait]
+pub trait DoNotCallStore: Send + Sync + 'static {
+    /// Lists a number for its tenant. `true` when it was added, `false` when it was
+    /// already listed (the first entry is kept unchanged).
+    async fn add(&self, entry: &DoNotCallEntry) -> Result<bool>;
+
+    /// Takes a number off a tenant's list; `NotFound` when it was not listed.
+    async fn remove(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<()>;
+
+    /// Whether a number is on a tenant's list.
+    async fn contains(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<bool>;
+
+    /// A tenant's entries, oldest first, page by page (`limit` 1 to
+    /// [`MAX_PAGE_SIZE`]; the cursor is opaque, an invalid one is a `Validation`
+    /// error on `nextToken`).
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<DoNotCallEntry>>;
 }
 
 /// Conveniences over [`CallStore`] that every backend gets for free.

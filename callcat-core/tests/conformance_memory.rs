@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use callcat_core::{
-    CallStore, InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore, TranscriptStore,
-    WindowStore,
+    CallStore, DoNotCallStore, InMemoryCallStore, InMemoryDoNotCallStore, InMemoryTranscriptStore,
+    InMemoryWindowStore, TranscriptStore, WindowStore,
 };
 
 async fn calls() -> Arc<dyn CallStore> {
@@ -19,9 +19,14 @@ async fn windows() -> Arc<dyn WindowStore> {
     Arc::new(InMemoryWindowStore::new())
 }
 
+async fn do_not_call() -> Arc<dyn DoNotCallStore> {
+    Arc::new(InMemoryDoNotCallStore::new())
+}
+
 callcat_core::call_store_conformance_tests!(calls);
 callcat_core::transcript_store_conformance_tests!(transcripts);
 callcat_core::window_store_conformance_tests!(windows);
+callcat_core::do_not_call_store_conformance_tests!(do_not_call);
 
 /// The same suite with a cipher: calls and transcript texts are kept sealed.
 mod encrypted {

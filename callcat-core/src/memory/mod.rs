@@ -1,6 +1,7 @@
 //! In-memory stores: correct under concurrency, for tests, demos and single-process use.
 
 mod calls;
+mod do_not_call;
 mod entry;
 #[cfg(test)]
 mod tests;
@@ -8,6 +9,7 @@ mod transcripts;
 mod windows;
 
 pub use calls::InMemoryCallStore;
+pub use do_not_call::InMemoryDoNotCallStore;
 pub use transcripts::InMemoryTranscriptStore;
 pub use windows::InMemoryWindowStore;
 

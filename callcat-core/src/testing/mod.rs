@@ -17,6 +17,7 @@
 //! instead ([`TestStore`]); `None` skips the case. In CI it must never return `None`.
 
 pub mod calls;
+pub mod do_not_call;
 pub mod fixtures;
 mod keep_alive;
 pub mod transcripts;
@@ -71,6 +72,19 @@ macro_rules! window_store_conformance_tests {
         $crate::__conformance_cases!($make, windows;
             create_get_list_delete,
             list_all_pages_every_window
+        );
+    };
+}
+
+/// Expands to one `#[tokio::test]` per [`do_not_call`] case.
+#[macro_export]
+macro_rules! do_not_call_store_conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_cases!($make, do_not_call;
+            add_contains_remove,
+            lists_are_per_tenant,
+            list_pages_oldest_first_without_gaps,
+            do_not_call_invalid_cursor_is_a_validation_error
         );
     };
 }
