@@ -8,6 +8,7 @@ pub mod call;
 pub mod clock;
 pub mod crypto;
 pub mod cursor;
+pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;
@@ -36,6 +37,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{
     FieldCipher, MasterKey, SealedCall, open_call, open_segments, open_transcript, seal_call,
     seal_segments, seal_transcript,
+};
+pub use engine::{
+    DoNotCallCheck, DoNotCallService, Engine, EngineBuilder, EngineSettings, TranscriptService,
+    WindowEdit, WindowService,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};

@@ -22,7 +22,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::call::{CallOutcome, CallStatus};
+use chrono::{DateTime, Utc};
+
+use crate::call::{Call, CallOutcome, CallStatus, Lease};
+use crate::ids::WorkerId;
 
 /// Something that can happen to a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,6 +99,36 @@ impl From<TransitionError> for crate::Error {
     fn from(e: TransitionError) -> Self {
         crate::Error::new(crate::ErrorKind::InvalidTransition, e.to_string())
     }
+}
+
+/// The claim of a due call by `worker`: the call becomes Dispatching, holds a
+/// lease until `lease_until`, and its next action is the lease's end (when a
+/// dead worker's claim may be recovered). `None` when the call is not claimable
+/// at `now` (wrong status, or `next_action_at` not yet come).
+///
+/// This is the one place the claim is written in Rust: the in-memory and
+/// DynamoDB stores and [`crate::Scheduler::dispatch`] call it. PostgreSQL claims
+/// in one SQL statement that mirrors it; the conformance suite's claim cases hold
+/// every backend to the same result. The version is left to the store's write.
+pub fn claim(
+    call: &Call,
+    worker: &WorkerId,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Option<Call> {
+    let due = call.next_action_at.is_some_and(|t| t <= now);
+    if !call.status.is_claimable() || !due {
+        return None;
+    }
+    let mut next = call.clone();
+    next.status = CallStatus::Dispatching;
+    next.lease = Some(Lease {
+        worker: worker.clone(),
+        expires_at: lease_until,
+    });
+    next.next_action_at = Some(lease_until);
+    next.updated_at = now;
+    Some(next)
 }
 
 /// The lifecycle: where `event` takes a call that is `from`.

@@ -279,6 +279,10 @@ pub trait WindowStore: Send + Sync + 'static {
     /// Every window, page by page (for planners).
     async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>>;
 
+    /// Replaces an owner's window (same id, owner and creation time; new schedule
+    /// and template); `NotFound` if absent or someone else's.
+    async fn update(&self, window: &CallWindow) -> Result<()>;
+
     /// Deletes an owner's window; `NotFound` if absent or someone else's.
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()>;
 }
@@ -404,6 +408,8 @@ pub struct Stores {
     pub transcripts: Arc<dyn TranscriptStore>,
     /// Windows.
     pub windows: Arc<dyn WindowStore>,
+    /// Do-not-call lists.
+    pub do_not_call: Arc<dyn DoNotCallStore>,
 }
 
 impl std::fmt::Debug for Stores {

@@ -240,21 +240,39 @@ impl ClassifyThenCall {
         task: CallTemplate,
         now: DateTime<Utc>,
     ) -> Result<Created> {
+        self.start_call(service, owner, NewCall::new(classify), task, now)
+            .await
+    }
+
+    /// Like [`ClassifyThenCall::start`], with the classification call's timing
+    /// (`scheduled_for`, `not_after`, idempotency key) given; a cached
+    /// classification places the task call with that timing instead.
+    pub async fn start_call(
+        &self,
+        service: &CallService,
+        owner: &Owner,
+        classify: NewCall,
+        task: CallTemplate,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
         if let Some(c) = self.cache.get(&task.phone_number, now) {
-            return service
-                .create(owner, NewCall::new(task_with(task, c)))
-                .await;
+            let mut direct = NewCall::new(task_with(task, c));
+            direct.scheduled_for = classify.scheduled_for;
+            direct.not_after = classify.not_after;
+            direct.idempotency_key = classify.idempotency_key;
+            return service.create(owner, direct).await;
         }
         let mut classify = classify;
         classify
+            .template
             .metadata
             .insert("workflow".into(), "classify".into());
-        classify.metadata.insert(
+        classify.template.metadata.insert(
             "task".into(),
             serde_json::to_value(&task)
                 .map_err(|e| Error::internal(format!("task template: {e}")))?,
         );
-        service.create(owner, NewCall::new(classify)).await
+        service.create(owner, classify).await
     }
 }
 

@@ -75,6 +75,10 @@ pub struct SweepReport {
     pub unreachable: usize,
     /// Stale calls placed with another provider, left alone.
     pub other_provider: usize,
+    /// Stale calls whose handling failed (a store error); logged, retried next sweep.
+    pub errors: usize,
+    /// Transcripts past their time to live, deleted.
+    pub expired_transcripts: u64,
 }
 
 /// Finds calls that stayed active longer than [`SweeperConfig::max_active`] and
@@ -150,7 +154,15 @@ impl StaleCallSweeper {
                 report.other_provider += 1;
                 continue;
             }
-            self.sweep_call(call, &mut report).await?;
+            // One call that cannot be handled never stops the sweep for the others.
+            if let Err(e) = self.sweep_call(call, &mut report).await {
+                tracing::warn!(call_id = %call.id, error = %e, "a stale call could not be handled; retried next sweep");
+                report.errors += 1;
+            }
+        }
+        match self.ingestor.transcripts().delete_expired(now).await {
+            Ok(n) => report.expired_transcripts = n,
+            Err(e) => tracing::warn!(error = %e, "expired transcripts could not be deleted"),
         }
         Ok(report)
     }
@@ -262,7 +274,9 @@ impl StaleCallSweeper {
             let clock = self.ingestor.clock().clone();
             loop {
                 match self.sweep_once().await {
-                    Ok(r) if r.stale > 0 => tracing::info!(?r, "stale call sweep"),
+                    Ok(r) if r.stale > 0 || r.expired_transcripts > 0 => {
+                        tracing::info!(?r, "stale call sweep")
+                    }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "stale call sweep failed"),
                 }

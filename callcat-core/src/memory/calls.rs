@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::entry::Entry;
 use super::page_limit;
-use crate::call::{Call, CallStatus, Lease};
+use crate::call::{Call, CallStatus};
 use crate::crypto::FieldCipher;
 use crate::cursor::Cursor;
 use crate::error::{Error, Result};
@@ -459,15 +459,11 @@ impl CallStore for InMemoryCallStore {
             .map(|e| st.open(e))
             .collect::<Result<_>>()?;
         let mut claimed = Vec::with_capacity(opened.len());
-        for mut c in opened {
-            c.status = CallStatus::Dispatching;
-            c.lease = Some(Lease {
-                worker: worker.clone(),
-                expires_at: lease_until,
-            });
-            c.next_action_at = Some(lease_until);
+        for c in opened {
+            let Some(mut c) = crate::lifecycle::claim(&c, worker, now, lease_until) else {
+                continue;
+            };
             c.version += 1;
-            c.updated_at = now;
             st.replace(&c)?;
             claimed.push(c);
         }

@@ -87,6 +87,19 @@ impl WindowStore for InMemoryWindowStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn update(&self, window: &CallWindow) -> Result<()> {
+        window.schedule.validate()?;
+        let mut st = self.lock();
+        match st.get_mut(&window.id) {
+            Some(w) if w.owner == window.owner => {
+                w.schedule = window.schedule.clone();
+                w.template = window.template.clone();
+                Ok(())
+            }
+            _ => Err(Error::not_found(format!("window {} not found", window.id))),
+        }
+    }
+
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {
         let mut st = self.lock();
         match st.get(&id) {

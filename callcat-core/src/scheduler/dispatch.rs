@@ -2,18 +2,17 @@
 //! pre-dial checks, the per-owner cap, the dial (with lease renewal), retries,
 //! and recovery of a dial interrupted by a crash (at-most-once).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 
 use super::Inner;
 use super::checks::PreDialVerdict;
-use crate::apply::{Applied, apply_provider_event, enter, sync_attempt};
+use super::pre_dial::{PreDialFacts, PreDialSettings, PreDialStep, owner_at_cap, pre_dial};
+use super::recovery::{Recovery, recover, undo_attempt};
+use crate::apply::{enter, sync_attempt};
 use crate::call::{AttemptRecord, Call, CallOutcome, CallStatus};
 use crate::clock::delta;
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 use crate::lifecycle::{LifecycleEvent, Transition, transition};
-use crate::provider::{ProviderCall, ProviderEvent, ProviderEventKind};
 use crate::retry::{RetryDecision, attempt_rng};
 use crate::store::{ActiveScope, CallStoreExt};
 
@@ -58,23 +57,23 @@ pub enum DispatchResult {
     Skipped,
 }
 
-const CAS_ATTEMPTS: u32 = 8;
+pub(super) const CAS_ATTEMPTS: u32 = 8;
 
-fn mine(inner: &Inner, c: &Call) -> bool {
+pub(super) fn mine(inner: &Inner, c: &Call) -> bool {
     c.status == CallStatus::Dispatching
         && c.lease
             .as_ref()
             .is_some_and(|l| l.worker == inner.config.worker)
 }
 
-fn publish(inner: &Inner, c: &Call) {
+pub(super) fn publish(inner: &Inner, c: &Call) {
     if let Some(bus) = &inner.bus {
         bus.publish_call(c);
     }
 }
 
 /// Writes `f(current)` with compare-and-swap, only while the call is still ours.
-async fn write_mine<F>(inner: &Inner, id: crate::CallId, mut f: F) -> Result<Call>
+pub(super) async fn write_mine<F>(inner: &Inner, id: crate::CallId, mut f: F) -> Result<Call>
 where
     F: FnMut(&Call) -> Option<Call> + Send,
 {
@@ -89,7 +88,7 @@ where
 }
 
 /// Moves the call through `event`, applying `edit` to the result.
-fn moved(
+pub(super) fn moved(
     c: &Call,
     event: LifecycleEvent,
     now: DateTime<Utc>,
@@ -129,59 +128,40 @@ pub(crate) async fn dispatch_claimed(
         }
     }
 
-    if call.not_after.is_some_and(|na| na <= now) {
-        let c = write_mine(inner, id, |c| {
-            moved(c, LifecycleEvent::Expire, now, |n| {
-                n.last_error = Some("not placed before notAfter".into());
-            })
-        })
-        .await?;
-        return Ok(if c.status == CallStatus::Expired {
-            DispatchResult::Expired
-        } else {
-            DispatchResult::Skipped
-        });
-    }
-
-    if let Some(window) = &call.dial_window
-        && !window.contains(now)
-    {
-        let next = window.next_open(now);
-        return match next {
-            Some(t) if call.not_after.is_none_or(|na| t < na) => {
-                defer(inner, &call, t, "outside its dial window").await
+    let settings = PreDialSettings {
+        busy_delay: inner.config.owner_busy_delay,
+        one_call_per_number: inner.config.one_call_per_number,
+        has_checks: !inner.checks.is_empty(),
+    };
+    let mut facts = PreDialFacts::default();
+    loop {
+        match pre_dial(&call, now, &settings, &facts) {
+            PreDialStep::Proceed => break,
+            PreDialStep::RunChecks => facts.checks = Some(run_checks(inner, &call, now).await),
+            PreDialStep::CountCallsToNumber => {
+                let n = inner
+                    .store
+                    .active_calls_to_number(&ActiveScope::All, &call.phone_number)
+                    .await?;
+                facts.calls_to_number = Some(n);
             }
-            _ => {
+            PreDialStep::Defer { until, reason } => {
+                return defer(inner, &call, until, &reason).await;
+            }
+            PreDialStep::Expire { reason } => {
                 let c = write_mine(inner, id, |c| {
                     moved(c, LifecycleEvent::Expire, now, |n| {
-                        n.last_error =
-                            Some("its dial window does not open again before notAfter".into());
+                        n.last_error = Some(reason.clone());
                     })
                 })
                 .await?;
-                Ok(if c.status == CallStatus::Expired {
+                return Ok(if c.status == CallStatus::Expired {
                     DispatchResult::Expired
                 } else {
                     DispatchResult::Skipped
-                })
+                });
             }
-        };
-    }
-
-    for check in &inner.checks {
-        let verdict = match check.check(&call, now).await {
-            Ok(v) => v,
-            Err(e) => PreDialVerdict::Defer {
-                until: now + delta(inner.config.owner_busy_delay),
-                reason: format!("pre-dial check failed: {e}"),
-            },
-        };
-        match verdict {
-            PreDialVerdict::Allow => {}
-            PreDialVerdict::Defer { until, reason } => {
-                return defer(inner, &call, until, &reason).await;
-            }
-            PreDialVerdict::Cancel { reason } => {
+            PreDialStep::Cancel { reason } => {
                 let c = write_mine(inner, id, |c| {
                     moved(c, LifecycleEvent::Cancel, now, |n| {
                         n.last_error = Some(reason.clone());
@@ -226,8 +206,9 @@ pub(crate) async fn dispatch_claimed(
             .filter(|o| o.id != id)
             .filter(|o| o.status != CallStatus::Dispatching || o.dial_started_at.is_some())
             .count();
-        if others >= cap {
-            let until = now + delta(inner.config.owner_busy_delay);
+        if let Some((until, reason)) =
+            owner_at_cap(others, Some(cap), now, inner.config.owner_busy_delay)
+        {
             let c = write_mine(inner, id, |c| {
                 let mut n = c.clone();
                 undo_attempt(&mut n);
@@ -247,10 +228,7 @@ pub(crate) async fn dispatch_claimed(
             return Ok(if c.status == CallStatus::Dispatching {
                 DispatchResult::Skipped
             } else {
-                DispatchResult::Deferred {
-                    until,
-                    reason: "another call of this owner is in flight".into(),
-                }
+                DispatchResult::Deferred { until, reason }
             });
         }
     }
@@ -264,6 +242,30 @@ pub(crate) async fn dispatch_claimed(
         Ok(accepted) => accepted_dial(inner, &started, accepted.provider_call_id, now).await,
         Err(e) => failed_dial(inner, &started, e, now).await,
     }
+}
+
+/// Runs the pre-dial checks in order, stopping at the first that objects. A check
+/// that fails is a short deferral: it could not decide, so it never lets a call through.
+async fn run_checks(inner: &Inner, call: &Call, now: DateTime<Utc>) -> Vec<PreDialVerdict> {
+    let mut verdicts = Vec::with_capacity(inner.checks.len());
+    for check in &inner.checks {
+        let verdict = match check.check(call, now).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(call_id = %call.id, error = %e, "pre-dial check failed; deferring");
+                PreDialVerdict::Defer {
+                    until: now + delta(inner.config.owner_busy_delay),
+                    reason: format!("pre-dial check failed: {e}"),
+                }
+            }
+        };
+        let objects = verdict != PreDialVerdict::Allow;
+        verdicts.push(verdict);
+        if objects {
+            break;
+        }
+    }
+    verdicts
 }
 
 fn begin_attempt(n: &mut Call, now: DateTime<Utc>) {
@@ -285,17 +287,6 @@ fn begin_attempt(n: &mut Call, now: DateTime<Utc>) {
         dialed_at: Some(now),
         ..AttemptRecord::default()
     });
-}
-
-fn undo_attempt(n: &mut Call) {
-    if n.history
-        .last()
-        .is_some_and(|a| a.number == n.attempts && a.provider_call_id.is_none())
-    {
-        n.history.pop();
-    }
-    n.attempts = n.attempts.saturating_sub(1);
-    n.dial_started_at = None;
 }
 
 async fn defer(
@@ -523,134 +514,5 @@ async fn failed_dial(
             reason: "canceled by its owner while dialing".into(),
         },
         _ => DispatchResult::Skipped,
-    })
-}
-
-enum Recovery {
-    Done(DispatchResult),
-    DialAgain(Box<Call>),
-}
-
-/// A claimed call whose previous holder started a dial and vanished. The dial may
-/// have reached the provider, so it is never sent again blindly.
-async fn recover(inner: &Inner, call: Call) -> Result<Recovery> {
-    let now = inner.clock.now();
-    let id = call.id;
-    if !inner.provider.capabilities().lookup_by_call_id {
-        let reason = format!(
-            "dial interrupted: the request may have reached {}, which cannot look calls up by our id; not dialed again (at-most-once)",
-            inner.provider.name()
-        );
-        let c = write_mine(inner, id, |c| {
-            moved(c, LifecycleEvent::Fail, now, |n| {
-                n.last_error = Some(reason.clone());
-                n.outcome = Some(CallOutcome::DialError);
-                n.current_attempt_mut().error = Some(reason.clone());
-            })
-        })
-        .await?;
-        return Ok(Recovery::Done(if c.status == CallStatus::Failed {
-            DispatchResult::Failed { reason }
-        } else {
-            DispatchResult::Skipped
-        }));
-    }
-    match inner.provider.find_by_call_id(id).await {
-        Ok(Some(found)) => adopt(inner, &call, found, now).await.map(Recovery::Done),
-        Ok(None) => {
-            // The provider is sure it never got the dial: undo the attempt and dial.
-            let c = write_mine(inner, id, |c| {
-                let mut n = c.clone();
-                undo_attempt(&mut n);
-                n.updated_at = now;
-                Some(n)
-            })
-            .await?;
-            if mine(inner, &c) && c.dial_started_at.is_none() {
-                Ok(Recovery::DialAgain(Box::new(c)))
-            } else {
-                Ok(Recovery::Done(DispatchResult::Skipped))
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::Unsupported => {
-            let reason = format!(
-                "dial interrupted and the provider cannot confirm it: {e}; not dialed again (at-most-once)"
-            );
-            let c = write_mine(inner, id, |c| {
-                moved(c, LifecycleEvent::Fail, now, |n| {
-                    n.last_error = Some(reason.clone())
-                })
-            })
-            .await?;
-            Ok(Recovery::Done(if c.status == CallStatus::Failed {
-                DispatchResult::Failed { reason }
-            } else {
-                DispatchResult::Skipped
-            }))
-        }
-        Err(e) => {
-            // Unknown: leave the call claimed; the lease lapses and recovery runs again.
-            tracing::warn!(call_id = %id, error = %e, "cannot reconcile an interrupted dial yet");
-            let until = now + delta(inner.config.lease.max(Duration::from_secs(1)));
-            Ok(Recovery::Done(DispatchResult::Deferred {
-                until,
-                reason: format!("reconciliation pending: {e}"),
-            }))
-        }
-    }
-}
-
-async fn adopt(
-    inner: &Inner,
-    call: &Call,
-    found: ProviderCall,
-    now: DateTime<Utc>,
-) -> Result<DispatchResult> {
-    let pid = found.provider_call_id.clone();
-    let provider = inner.provider.name().to_owned();
-    let accepted = write_mine(inner, call.id, |c| {
-        let mut n = c.clone();
-        n.provider_call_id = Some(pid.clone());
-        n.provider = Some(provider.clone());
-        if let Ok(Transition::To(to)) = transition(n.status, &LifecycleEvent::ProviderAccepted) {
-            enter(&mut n, to, now);
-            n.next_action_at = None;
-        }
-        n.updated_at = now;
-        sync_attempt(&mut n);
-        Some(n)
-    })
-    .await?;
-    if accepted.provider_call_id.as_deref() != Some(pid.as_str()) {
-        return Ok(DispatchResult::Skipped);
-    }
-    // Bring the record up to what the provider knows (started, ended, ...).
-    let kind = if found.state.is_over() {
-        ProviderEventKind::Ended
-    } else if found.started_at.is_some() {
-        ProviderEventKind::Started
-    } else {
-        ProviderEventKind::Ringing
-    };
-    let event = ProviderEvent {
-        provider,
-        kind,
-        call: found,
-        sequence: None,
-        occurred_at: Some(now),
-    };
-    let seed = inner.config.retry_seed;
-    let c = inner
-        .store
-        .update_with(call.id, CAS_ATTEMPTS, |c| {
-            Ok(match apply_provider_event(c, &event, now, seed)? {
-                Applied::Changed(n) => Some(*n),
-                Applied::Unchanged(_) => None,
-            })
-        })
-        .await?;
-    publish(inner, &c);
-    Ok(DispatchResult::Reconciled {
-        provider_call_id: pid,
     })
 }

@@ -9,6 +9,8 @@
 
 mod checks;
 mod dispatch;
+pub mod pre_dial;
+mod recovery;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -62,6 +64,10 @@ pub struct SchedulerConfig {
     /// the instant are claimed, so no call is ever dialed early. Zero claims at the
     /// instant itself.
     pub claim_lead: Duration,
+    /// Never two calls in flight to one number (across every owner): a call whose
+    /// number has another call dialing or on the line waits, like a busy owner.
+    /// Off for a bare scheduler; on in [`crate::EngineSettings::default`].
+    pub one_call_per_number: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -78,6 +84,7 @@ impl Default for SchedulerConfig {
             retry_seed: 0x00ca_11ca_7000,
             max_pending: 256,
             claim_lead: Duration::from_millis(20),
+            one_call_per_number: false,
         }
     }
 }
@@ -105,6 +112,11 @@ impl SchedulerBuilder {
     /// The call store (required).
     pub fn store(mut self, store: Arc<dyn CallStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+    /// Every setting at once (replaces what earlier setters set).
+    pub fn config(mut self, config: SchedulerConfig) -> Self {
+        self.config = config;
         self
     }
     /// The telephony provider (required).
@@ -431,18 +443,9 @@ impl Scheduler {
         let Some(current) = self.inner.store.get(id).await? else {
             return Err(Error::not_found(format!("call {id} not found")));
         };
-        let lapsed = current.next_action_at.is_some_and(|t| t <= now);
-        if !current.status.is_claimable() || !lapsed {
+        let Some(claimed) = crate::lifecycle::claim(&current, &worker, now, lease_until) else {
             return Ok(DispatchResult::Skipped);
-        }
-        let mut claimed = current.clone();
-        claimed.status = crate::call::CallStatus::Dispatching;
-        claimed.lease = Some(crate::call::Lease {
-            worker,
-            expires_at: lease_until,
-        });
-        claimed.next_action_at = Some(lease_until);
-        claimed.updated_at = now;
+        };
         let claimed = match self.inner.store.update(&claimed).await {
             Ok(c) => c,
             Err(e) if e.kind() == crate::ErrorKind::Conflict => return Ok(DispatchResult::Skipped),

@@ -148,6 +148,9 @@ impl<S: WindowStore + ?Sized, G: Send + Sync + 'static> WindowStore for KeepAliv
     async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>> {
         self.inner.list_all(limit, cursor).await
     }
+    async fn update(&self, window: &CallWindow) -> Result<()> {
+        self.inner.update(window).await
+    }
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {
         self.inner.delete(owner, id).await
     }

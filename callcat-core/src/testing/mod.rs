@@ -71,7 +71,8 @@ macro_rules! window_store_conformance_tests {
     ($make:path) => {
         $crate::__conformance_cases!($make, windows;
             create_get_list_delete,
-            list_all_pages_every_window
+            list_all_pages_every_window,
+            update_replaces_schedule_and_template
         );
     };
 }

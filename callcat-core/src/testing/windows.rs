@@ -92,3 +92,32 @@ pub async fn list_all_pages_every_window(store: Store) {
     assert_eq!(seen.len(), 23);
     assert_eq!(seen.into_iter().collect::<HashSet<_>>(), ids);
 }
+
+/// `update` replaces the schedule and the template of an owner's window, keeps
+/// its id, owner and creation time, and is `NotFound` for anyone else's window.
+pub async fn update_replaces_schedule_and_template(store: Store) {
+    let a = owner("t1");
+    let w = recurring(&a);
+    store.create(&w).await.expect("create");
+    let mut edited = one_off(&a);
+    edited.id = w.id;
+    edited.created_at = w.created_at;
+    edited.template.subject = "Edited".into();
+    store.update(&edited).await.expect("update");
+    let got = store.get(&a, w.id).await.expect("get").expect("present");
+    assert_eq!(got, edited);
+    assert_eq!(store.list(&a).await.expect("list"), vec![edited.clone()]);
+    // Someone else's window, or none at all.
+    let mut theirs = edited.clone();
+    theirs.owner = owner("t2");
+    let err = store.update(&theirs).await.expect_err("not theirs");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        store.get(&a, w.id).await.expect("get"),
+        Some(edited.clone())
+    );
+    let mut missing = edited;
+    missing.id = WindowId::new();
+    let err = store.update(&missing).await.expect_err("absent");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}

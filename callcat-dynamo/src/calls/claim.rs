@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use callcat_core::{Call, CallId, CallStatus, Lease, WorkerId};
+use callcat_core::{Call, CallId, CallStatus, WorkerId};
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
@@ -87,15 +87,10 @@ impl DynamoCallStore {
         worker: &WorkerId,
         lease_until: DateTime<Utc>,
     ) -> DResult<Option<Call>> {
-        let mut next = current.clone();
-        next.status = CallStatus::Dispatching;
-        next.lease = Some(Lease {
-            worker: worker.clone(),
-            expires_at: lease_until,
-        });
-        next.next_action_at = Some(lease_until);
+        let Some(mut next) = callcat_core::lifecycle::claim(current, worker, now, lease_until) else {
+            return Ok(None);
+        };
         next.version = current.version + 1;
-        next.updated_at = now;
         let item = self.item(&next)?;
         let mut e = Expr::new();
         let update = update_expression(&item, &mut e);
