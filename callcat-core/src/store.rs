@@ -395,7 +395,7 @@ pub trait CallStoreExt: CallStore {
 
 impl<T: CallStore + ?Sized> CallStoreExt for T {}
 
-/// Shared handles to the three stores.
+/// Shared handles to the stores.
 #[derive(Clone)]
 pub struct Stores {
     /// Calls.
@@ -404,6 +404,8 @@ pub struct Stores {
     pub transcripts: Arc<dyn TranscriptStore>,
     /// Windows.
     pub windows: Arc<dyn WindowStore>,
+    /// Per-tenant do-not-call lists.
+    pub do_not_call: Arc<dyn DoNotCallStore>,
 }
 
 impl std::fmt::Debug for Stores {

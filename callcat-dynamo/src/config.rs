@@ -348,6 +348,7 @@ impl DynamoStores {
             calls: self.calls.clone(),
             transcripts: self.transcripts.clone(),
             windows: self.windows.clone(),
+            do_not_call: self.do_not_call.clone(),
         }
     }
 

@@ -253,6 +253,7 @@ impl PostgresStore {
             calls: Arc::new(self.calls()),
             transcripts: Arc::new(self.transcripts()),
             windows: Arc::new(self.windows()),
+            do_not_call: Arc::new(self.do_not_call()),
         }
     }
 

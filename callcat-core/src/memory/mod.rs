@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use crate::store::Stores;
 
-/// All three in-memory stores, ready to use.
+/// All the in-memory stores, ready to use.
 pub fn in_memory_stores() -> Stores {
     Stores {
         calls: Arc::new(InMemoryCallStore::new()),
         transcripts: Arc::new(InMemoryTranscriptStore::new()),
         windows: Arc::new(InMemoryWindowStore::new()),
+        do_not_call: Arc::new(InMemoryDoNotCallStore::new()),
     }
 }
 
