@@ -538,3 +538,20 @@ async fn do_not_call_items_from_before_encryption_are_still_found() {
     sealed.remove(&acme, &number).await.expect("remove");
     assert!(raw_do_not_call(&s).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sealed_adds_of_one_number_insert_it_once() {
+    use callcat_core::DoNotCallStore;
+    let Some(s) = test_stores().await else { return };
+    let store = dnc_with(&s, &[1]);
+    let adds = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.add(&dnc_entry("acme", NUMBER, i)).await })
+    });
+    let mut inserted = 0;
+    for add in adds.collect::<Vec<_>>() {
+        inserted += usize::from(add.await.expect("join").expect("add"));
+    }
+    assert_eq!(inserted, 1, "exactly one add reports the insert");
+    assert_eq!(raw_do_not_call(&s).await.len(), 1);
+}

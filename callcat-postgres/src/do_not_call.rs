@@ -255,7 +255,7 @@ impl DoNotCallStore for PostgresDoNotCallStore {
     ) -> Result<Page<DoNotCallEntry>> {
         let limit = page_limit(limit)?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let rows: Vec<Row> = match after {
+        let mut rows: Vec<Row> = match after {
             None => {
                 sqlx::query_as(AssertSqlSafe(self.sql.first_page.as_str()))
                     .bind(tenant.as_str())
@@ -274,7 +274,6 @@ impl DoNotCallStore for PostgresDoNotCallStore {
             }
         }
         .map_err(PgError::sqlx("listing do-not-call entries"))?;
-        let mut rows = rows;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let more = rows.len() > limit;
         rows.truncate(limit);

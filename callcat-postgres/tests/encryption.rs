@@ -510,3 +510,20 @@ async fn do_not_call_rows_from_before_encryption_are_still_found() {
     sealed.remove(&acme, &number).await.expect("remove");
     assert!(raw_do_not_call(&db).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sealed_adds_of_one_number_insert_it_once() {
+    use callcat_core::DoNotCallStore;
+    let db = db_or_skip!();
+    let store = db.store.with_cipher(ring(&[1])).do_not_call();
+    let adds = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.add(&dnc_entry("acme", NUMBER, i)).await })
+    });
+    let mut inserted = 0;
+    for add in adds.collect::<Vec<_>>() {
+        inserted += usize::from(add.await.expect("join").expect("add"));
+    }
+    assert_eq!(inserted, 1, "exactly one add reports the insert");
+    assert_eq!(raw_do_not_call(&db).await.len(), 1);
+}
