@@ -399,7 +399,7 @@ pub trait CallStoreExt: CallStore {
 
 impl<T: CallStore + ?Sized> CallStoreExt for T {}
 
-/// Shared handles to the three stores.
+/// Shared handles to the stores.
 #[derive(Clone)]
 pub struct Stores {
     /// Calls.
@@ -408,7 +408,7 @@ pub struct Stores {
     pub transcripts: Arc<dyn TranscriptStore>,
     /// Windows.
     pub windows: Arc<dyn WindowStore>,
-    /// Do-not-call lists.
+    /// Per-tenant do-not-call lists.
     pub do_not_call: Arc<dyn DoNotCallStore>,
 }
 

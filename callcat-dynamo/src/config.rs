@@ -1,4 +1,4 @@
-//! [`DynamoStores`] and its builder: one client, three stores, table names, shards.
+//! [`DynamoStores`] and its builder: one client, the stores, table names, shards.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use callcat_core::{FieldCipher, Result, Stores};
 
 use crate::calls::DynamoCallStore;
+use crate::do_not_call::DynamoDoNotCallStore;
 use crate::error::DynamoError;
 use crate::transcripts::DynamoTranscriptStore;
 use crate::windows::DynamoWindowStore;
@@ -19,12 +20,14 @@ pub const DEFAULT_CALLS_TABLE: &str = "callcat-calls";
 pub const DEFAULT_TRANSCRIPTS_TABLE: &str = "callcat-transcripts";
 /// The default call windows table.
 pub const DEFAULT_WINDOWS_TABLE: &str = "callcat-windows";
+/// The default do-not-call table.
+pub const DEFAULT_DO_NOT_CALL_TABLE: &str = "callcat-do-not-call";
 /// The default number of due/active/expiry index shards.
 pub const DEFAULT_SHARDS: u32 = 8;
 /// The largest shard count accepted.
 pub const MAX_SHARDS: u32 = 256;
 
-/// The three table names.
+/// The table names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableNames {
     /// Calls (and their idempotency and provider-id guard items).
@@ -33,6 +36,8 @@ pub struct TableNames {
     pub transcripts: String,
     /// Call windows.
     pub windows: String,
+    /// Per-tenant do-not-call lists.
+    pub do_not_call: String,
 }
 
 impl Default for TableNames {
@@ -41,6 +46,7 @@ impl Default for TableNames {
             calls: DEFAULT_CALLS_TABLE.into(),
             transcripts: DEFAULT_TRANSCRIPTS_TABLE.into(),
             windows: DEFAULT_WINDOWS_TABLE.into(),
+            do_not_call: DEFAULT_DO_NOT_CALL_TABLE.into(),
         }
     }
 }
@@ -53,6 +59,7 @@ impl TableNames {
             calls: format!("{}{suffix}", d.calls),
             transcripts: format!("{}{suffix}", d.transcripts),
             windows: format!("{}{suffix}", d.windows),
+            do_not_call: format!("{}{suffix}", d.do_not_call),
         }
     }
 }
@@ -143,7 +150,7 @@ impl DynamoStoresBuilder {
         self
     }
 
-    /// All three table names.
+    /// All the table names.
     pub fn tables(mut self, tables: TableNames) -> Self {
         self.tables = tables;
         self
@@ -167,6 +174,12 @@ impl DynamoStoresBuilder {
         self
     }
 
+    /// The do-not-call table (default `callcat-do-not-call`).
+    pub fn do_not_call_table(mut self, name: impl Into<String>) -> Self {
+        self.tables.do_not_call = name.into();
+        self
+    }
+
     /// How many partitions the due, active and expiry indexes are spread over
     /// (1 to 256, default 8). Raise it freely; never lower it on a table in use
     /// (items in the dropped shards would no longer be found until rewritten).
@@ -182,9 +195,10 @@ impl DynamoStoresBuilder {
         self
     }
 
-    /// Encrypts calls (phone number, caller number, recording URL) and transcript
-    /// texts at rest with `cipher`, and stores the phone number's blind index in
-    /// `phoneIndex`. See the crate docs ("Encryption at rest").
+    /// Encrypts calls (phone number, caller number, recording URL), transcript
+    /// texts and do-not-call numbers at rest with `cipher`, and stores the phone
+    /// numbers' blind indexes in `phoneIndex` (calls) and `numberKey` (do-not-call).
+    /// See the crate docs ("Encryption at rest").
     pub fn cipher(mut self, cipher: FieldCipher) -> Self {
         self.cipher = Some(cipher);
         self
@@ -199,11 +213,17 @@ impl DynamoStoresBuilder {
         validate_table_name("callsTable", &self.tables.calls)?;
         validate_table_name("transcriptsTable", &self.tables.transcripts)?;
         validate_table_name("windowsTable", &self.tables.windows)?;
+        validate_table_name("doNotCallTable", &self.tables.do_not_call)?;
         let t = &self.tables;
-        if t.calls == t.transcripts || t.calls == t.windows || t.transcripts == t.windows {
+        let names = [&t.calls, &t.transcripts, &t.windows, &t.do_not_call];
+        if names
+            .iter()
+            .enumerate()
+            .any(|(i, a)| names[i + 1..].contains(a))
+        {
             return Err(DynamoError::Validation {
                 field: "tables",
-                message: "the three tables must have different names".into(),
+                message: "the tables must have different names".into(),
             });
         }
         let shards = self.shards.unwrap_or(DEFAULT_SHARDS);
@@ -269,9 +289,11 @@ impl DynamoStoresBuilder {
         let mut calls = DynamoCallStore::new(client.clone(), &self.tables.calls, shards);
         let mut transcripts =
             DynamoTranscriptStore::new(client.clone(), &self.tables.transcripts, shards);
+        let mut do_not_call = DynamoDoNotCallStore::new(client.clone(), &self.tables.do_not_call);
         if let Some(c) = self.cipher {
             calls = calls.with_cipher(c.clone());
-            transcripts = transcripts.with_cipher(c);
+            transcripts = transcripts.with_cipher(c.clone());
+            do_not_call = do_not_call.with_cipher(c);
         }
         Ok(DynamoStores {
             calls: Arc::new(calls),
@@ -281,6 +303,7 @@ impl DynamoStoresBuilder {
                 &self.tables.windows,
                 shards,
             )),
+            do_not_call: Arc::new(do_not_call),
             client,
             tables: self.tables,
             shards,
@@ -288,7 +311,7 @@ impl DynamoStoresBuilder {
     }
 }
 
-/// The three DynamoDB stores sharing one client.
+/// The DynamoDB stores sharing one client.
 #[derive(Clone)]
 pub struct DynamoStores {
     /// Calls.
@@ -297,6 +320,8 @@ pub struct DynamoStores {
     pub transcripts: Arc<DynamoTranscriptStore>,
     /// Call windows.
     pub windows: Arc<DynamoWindowStore>,
+    /// Per-tenant do-not-call lists.
+    pub do_not_call: Arc<DynamoDoNotCallStore>,
     client: Client,
     tables: TableNames,
     shards: u32,
@@ -323,6 +348,7 @@ impl DynamoStores {
             calls: self.calls.clone(),
             transcripts: self.transcripts.clone(),
             windows: self.windows.clone(),
+            do_not_call: self.do_not_call.clone(),
         }
     }
 
@@ -341,7 +367,7 @@ impl DynamoStores {
         self.shards
     }
 
-    /// Creates the three tables with their indexes (on-demand billing) and turns on
+    /// Creates the four tables with their indexes (on-demand billing) and turns on
     /// the transcripts' TTL, then waits until they are active. For development and
     /// tests; production tables are usually deployed from the JSON definitions in
     /// the crate documentation.
@@ -349,7 +375,7 @@ impl DynamoStores {
         Ok(crate::tables::create_all(&self.client, &self.tables).await?)
     }
 
-    /// Deletes the three tables (missing ones are skipped). For tests.
+    /// Deletes the four tables (missing ones are skipped). For tests.
     pub async fn delete_tables(&self) -> Result<()> {
         Ok(crate::tables::delete_all(&self.client, &self.tables).await?)
     }
@@ -382,6 +408,8 @@ mod tests {
             (base().endpoint_url("not a url"), "endpointUrl"),
             (base().endpoint_url("ftp://127.0.0.1"), "endpointUrl"),
             (base().transcripts_table(DEFAULT_CALLS_TABLE), "tables"),
+            (base().do_not_call_table("a b"), "doNotCallTable"),
+            (base().do_not_call_table(DEFAULT_WINDOWS_TABLE), "tables"),
         ];
         for (builder, field) in cases {
             let err = builder.build().expect_err(field);

@@ -3,6 +3,7 @@
 mod calls;
 mod client;
 mod config;
+mod do_not_call;
 mod error;
 mod keys;
 mod metrics;
@@ -12,12 +13,14 @@ mod windows;
 
 pub use calls::DynamoCallStore;
 pub use config::{
-    DEFAULT_CALLS_TABLE, DEFAULT_SHARDS, DEFAULT_TRANSCRIPTS_TABLE, DEFAULT_WINDOWS_TABLE,
-    DynamoStores, DynamoStoresBuilder, MAX_SHARDS, TableNames,
+    DEFAULT_CALLS_TABLE, DEFAULT_DO_NOT_CALL_TABLE, DEFAULT_SHARDS, DEFAULT_TRANSCRIPTS_TABLE,
+    DEFAULT_WINDOWS_TABLE, DynamoStores, DynamoStoresBuilder, MAX_SHARDS, TableNames,
 };
+pub use do_not_call::DynamoDoNotCallStore;
 pub use metrics::{DynamoMetrics, MetricsSnapshot};
 pub use tables::{
-    CALLS_TABLE_JSON, TRANSCRIPT_TTL_ATTRIBUTE, TRANSCRIPTS_TABLE_JSON, WINDOWS_TABLE_JSON,
+    CALLS_TABLE_JSON, DO_NOT_CALL_TABLE_JSON, TRANSCRIPT_TTL_ATTRIBUTE, TRANSCRIPTS_TABLE_JSON,
+    WINDOWS_TABLE_JSON,
 };
 pub use transcripts::{CHUNK_MAX, DynamoTranscriptStore, INLINE_MAX};
 pub use windows::DynamoWindowStore;

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    LocalSecondaryIndex, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use serde::Deserialize;
 
@@ -21,6 +21,8 @@ pub const CALLS_TABLE_JSON: &str = include_str!("../tables/calls.json");
 pub const TRANSCRIPTS_TABLE_JSON: &str = include_str!("../tables/transcripts.json");
 /// The call windows table.
 pub const WINDOWS_TABLE_JSON: &str = include_str!("../tables/windows.json");
+/// The do-not-call table (with its local secondary index `added`).
+pub const DO_NOT_CALL_TABLE_JSON: &str = include_str!("../tables/do-not-call.json");
 
 /// The TTL attribute of the transcripts table (epoch seconds).
 pub const TRANSCRIPT_TTL_ATTRIBUTE: &str = "expiresAt";
@@ -36,6 +38,8 @@ pub(crate) struct TableDef {
     key_schema: Vec<KeyDef>,
     #[serde(default)]
     pub(crate) global_secondary_indexes: Vec<IndexDef>,
+    #[serde(default)]
+    pub(crate) local_secondary_indexes: Vec<IndexDef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,15 @@ fn key_schema(keys: &[KeyDef]) -> DResult<Vec<KeySchemaElement>> {
         .collect()
 }
 
+fn projection(i: &IndexDef) -> Projection {
+    let mut projection = Projection::builder()
+        .projection_type(ProjectionType::from(i.projection.projection_type.as_str()));
+    for a in &i.projection.non_key_attributes {
+        projection = projection.non_key_attributes(a);
+    }
+    projection.build()
+}
+
 /// Creates one table from its JSON definition under `name`; an existing table is left as it is.
 async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
     let def = parse(json)?;
@@ -109,16 +122,24 @@ async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
         .global_secondary_indexes
         .iter()
         .map(|i| {
-            let mut projection = Projection::builder()
-                .projection_type(ProjectionType::from(i.projection.projection_type.as_str()));
-            for a in &i.projection.non_key_attributes {
-                projection = projection.non_key_attributes(a);
-            }
             built(
                 GlobalSecondaryIndex::builder()
                     .index_name(&i.index_name)
                     .set_key_schema(Some(key_schema(&i.key_schema)?))
-                    .projection(projection.build())
+                    .projection(projection(i))
+                    .build(),
+            )
+        })
+        .collect::<DResult<Vec<_>>>()?;
+    let local_indexes = def
+        .local_secondary_indexes
+        .iter()
+        .map(|i| {
+            built(
+                LocalSecondaryIndex::builder()
+                    .index_name(&i.index_name)
+                    .set_key_schema(Some(key_schema(&i.key_schema)?))
+                    .projection(projection(i))
                     .build(),
             )
         })
@@ -130,6 +151,7 @@ async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
         .set_attribute_definitions(Some(attrs))
         .set_key_schema(Some(key_schema(&def.key_schema)?))
         .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+        .set_local_secondary_indexes((!local_indexes.is_empty()).then_some(local_indexes))
         .send()
         .await;
     match result {
@@ -153,7 +175,8 @@ async fn create_one(client: &Client, json: &str, name: &str) -> DResult<()> {
 pub(crate) async fn create_all(client: &Client, tables: &TableNames) -> DResult<()> {
     create_calls(client, &tables.calls).await?;
     create_transcripts(client, &tables.transcripts).await?;
-    create_windows(client, &tables.windows).await
+    create_windows(client, &tables.windows).await?;
+    create_do_not_call(client, &tables.do_not_call).await
 }
 
 pub(crate) async fn create_calls(client: &Client, name: &str) -> DResult<()> {
@@ -162,6 +185,10 @@ pub(crate) async fn create_calls(client: &Client, name: &str) -> DResult<()> {
 
 pub(crate) async fn create_windows(client: &Client, name: &str) -> DResult<()> {
     create_one(client, WINDOWS_TABLE_JSON, name).await
+}
+
+pub(crate) async fn create_do_not_call(client: &Client, name: &str) -> DResult<()> {
+    create_one(client, DO_NOT_CALL_TABLE_JSON, name).await
 }
 
 /// Creates the transcripts table and turns on its TTL.
@@ -193,7 +220,12 @@ pub(crate) async fn create_transcripts(client: &Client, name: &str) -> DResult<(
 }
 
 pub(crate) async fn delete_all(client: &Client, tables: &TableNames) -> DResult<()> {
-    for name in [&tables.calls, &tables.transcripts, &tables.windows] {
+    for name in [
+        &tables.calls,
+        &tables.transcripts,
+        &tables.windows,
+        &tables.do_not_call,
+    ] {
         delete_one(client, name).await?;
     }
     Ok(())
@@ -229,6 +261,31 @@ mod tests {
             parse(WINDOWS_TABLE_JSON).expect("windows").table_name,
             "callcat-windows"
         );
+        assert_eq!(
+            parse(DO_NOT_CALL_TABLE_JSON)
+                .expect("do-not-call")
+                .table_name,
+            crate::config::DEFAULT_DO_NOT_CALL_TABLE
+        );
+    }
+
+    #[test]
+    fn do_not_call_definition_has_the_index_and_keys_the_code_uses() {
+        use crate::do_not_call::{ADDED_INDEX, attr};
+        let def = parse(DO_NOT_CALL_TABLE_JSON).expect("do-not-call");
+        assert!(def.global_secondary_indexes.is_empty());
+        let names: Vec<&str> = def
+            .local_secondary_indexes
+            .iter()
+            .map(|i| i.index_name.as_str())
+            .collect();
+        assert_eq!(names, [ADDED_INDEX]);
+        for a in [attr::TENANT, attr::NUMBER_KEY, attr::ADDED_SORT] {
+            assert!(
+                DO_NOT_CALL_TABLE_JSON.contains(&format!("\"{a}\"")),
+                "{a} missing"
+            );
+        }
     }
 
     #[test]
@@ -260,7 +317,12 @@ mod tests {
     #[test]
     fn readme_shows_the_definitions_verbatim() {
         let readme = include_str!("../README.md");
-        for json in [CALLS_TABLE_JSON, TRANSCRIPTS_TABLE_JSON, WINDOWS_TABLE_JSON] {
+        for json in [
+            CALLS_TABLE_JSON,
+            TRANSCRIPTS_TABLE_JSON,
+            WINDOWS_TABLE_JSON,
+            DO_NOT_CALL_TABLE_JSON,
+        ] {
             assert!(
                 readme.contains(json.trim()),
                 "README is out of date with a table definition in tables/"

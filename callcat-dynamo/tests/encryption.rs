@@ -410,3 +410,148 @@ fn the_builder_takes_a_cipher_and_never_prints_keys() {
     assert!(shown.contains("key_ids: [9]"), "{shown}");
     assert!(!shown.contains("9, 9"), "{shown}");
 }
+
+fn dnc_entry(tenant: &str, number: &str, secs: i64) -> callcat_core::DoNotCallEntry {
+    callcat_core::DoNotCallEntry {
+        tenant: tenant.into(),
+        phone_number: PhoneNumber::parse(number).expect("number"),
+        added_by: "admin-1".into(),
+        added_at: at(secs),
+    }
+}
+
+fn dnc_with(s: &TestStores, ids: &[u32]) -> callcat_dynamo::DynamoDoNotCallStore {
+    s.do_not_call.as_ref().clone().with_cipher(ring(ids))
+}
+
+/// Every item of the do-not-call table (a plain Scan, every attribute), oldest first.
+async fn raw_do_not_call(s: &TestStores) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut items = s
+        .client()
+        .scan()
+        .table_name(&s.tables().do_not_call)
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("Scan")
+        .items
+        .unwrap_or_default();
+    items.sort_by_key(|i| format!("{:?}", i.get("addedSort")));
+    items
+}
+
+fn attr_s(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        other => panic!("no {name} attribute: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn do_not_call_items_hold_no_plaintext_and_match_by_blind_index_across_rotation() {
+    use callcat_core::DoNotCallStore;
+    let Some(s) = test_stores().await else { return };
+    let number = PhoneNumber::parse(NUMBER).expect("number");
+    let acme: callcat_core::TenantId = "acme".into();
+
+    let v1 = dnc_with(&s, &[1]);
+    assert!(v1.add(&dnc_entry("acme", NUMBER, 0)).await.expect("add"));
+    let items = raw_do_not_call(&s).await;
+    assert_eq!(items.len(), 1);
+    assert_no_plaintext(&text_of(&items[0]));
+    assert!(attr_s(&items[0], "numberKey").starts_with("bi1."));
+    assert!(attr_s(&items[0], "number").starts_with("cc1.1."));
+    assert_eq!(
+        v1.list(&acme, 10, None).await.expect("list").items,
+        vec![dnc_entry("acme", NUMBER, 0)]
+    );
+
+    // After a rotation the key-1 item is still found by its old blind index: not
+    // added twice, listed, removable.
+    let v21 = dnc_with(&s, &[2, 1]);
+    assert!(v21.contains(&acme, &number).await.expect("contains"));
+    assert!(
+        !v21.add(&dnc_entry("acme", NUMBER, 5))
+            .await
+            .expect("add again")
+    );
+    assert_eq!(raw_do_not_call(&s).await.len(), 1, "no second item");
+    assert!(
+        v21.add(&dnc_entry("acme", CALLER, 10))
+            .await
+            .expect("add under key 2")
+    );
+    let items = raw_do_not_call(&s).await;
+    assert!(attr_s(&items[1], "numberKey").starts_with("bi2."));
+    assert!(attr_s(&items[1], "number").starts_with("cc1.2."));
+    for item in &items {
+        assert_no_plaintext(&text_of(item));
+    }
+    assert!(
+        !v21.contains(&"other".into(), &number)
+            .await
+            .expect("another tenant")
+    );
+    v21.remove(&acme, &number).await.expect("remove key-1 item");
+    assert!(!v21.contains(&acme, &number).await.expect("contains"));
+
+    // Neither a ring without key 2 nor a store without a cipher opens the key-2
+    // item: a typed error, never garbage.
+    let err = v1.list(&acme, 10, None).await.expect_err("key 2 unknown");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    let err = s
+        .do_not_call
+        .list(&acme, 10, None)
+        .await
+        .expect_err("no cipher");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    assert_eq!(err.source_name(), Some("dynamo"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn do_not_call_items_from_before_encryption_are_still_found() {
+    use callcat_core::DoNotCallStore;
+    let Some(s) = test_stores().await else { return };
+    let number = PhoneNumber::parse(NUMBER).expect("number");
+    let acme: callcat_core::TenantId = "acme".into();
+    assert!(
+        s.do_not_call
+            .add(&dnc_entry("acme", NUMBER, 0))
+            .await
+            .expect("add plain")
+    );
+    let items = raw_do_not_call(&s).await;
+    assert_eq!(attr_s(&items[0], "numberKey"), NUMBER);
+
+    let sealed = dnc_with(&s, &[1]);
+    assert!(sealed.contains(&acme, &number).await.expect("contains"));
+    assert!(
+        !sealed
+            .add(&dnc_entry("acme", NUMBER, 5))
+            .await
+            .expect("already listed")
+    );
+    assert_eq!(
+        sealed.list(&acme, 10, None).await.expect("list").items,
+        vec![dnc_entry("acme", NUMBER, 0)]
+    );
+    sealed.remove(&acme, &number).await.expect("remove");
+    assert!(raw_do_not_call(&s).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sealed_adds_of_one_number_insert_it_once() {
+    use callcat_core::DoNotCallStore;
+    let Some(s) = test_stores().await else { return };
+    let store = dnc_with(&s, &[1]);
+    let adds = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.add(&dnc_entry("acme", NUMBER, i)).await })
+    });
+    let mut inserted = 0;
+    for add in adds.collect::<Vec<_>>() {
+        inserted += usize::from(add.await.expect("join").expect("add"));
+    }
+    assert_eq!(inserted, 1, "exactly one add reports the insert");
+    assert_eq!(raw_do_not_call(&s).await.len(), 1);
+}

@@ -1,8 +1,9 @@
 #![doc = include_str!("../README.md")]
-//! callcat-postgres: the PostgreSQL backend of callcat's call, transcript and
-//! window stores, with embedded migrations and LISTEN/NOTIFY scheduler wake-ups.
+//! callcat-postgres: the PostgreSQL backend of callcat's call, transcript,
+//! window and do-not-call stores, with embedded migrations and LISTEN/NOTIFY scheduler wake-ups.
 
 mod calls;
+mod do_not_call;
 mod error;
 mod listener;
 mod sql;
@@ -11,6 +12,7 @@ mod transcripts;
 mod windows;
 
 pub use calls::PostgresCallStore;
+pub use do_not_call::PostgresDoNotCallStore;
 pub use listener::{
     LISTENER_APPLICATION_NAME, ListenerOptions, NOTIFY_CHANNEL, PostgresWakeupListener,
 };

@@ -27,6 +27,7 @@ pub(crate) struct Tables {
     pub(crate) calls: String,
     pub(crate) transcripts: String,
     pub(crate) windows: String,
+    pub(crate) do_not_call: String,
 }
 
 impl Tables {
@@ -40,6 +41,7 @@ impl Tables {
             calls: q("calls"),
             transcripts: q("transcripts"),
             windows: q("call_windows"),
+            do_not_call: q("do_not_call"),
         }
     }
 }
@@ -122,5 +124,6 @@ mod tests {
         assert!(validate_schema(&"a".repeat(64)).is_err());
         assert_eq!(Tables::new(Some("s1")).calls, "\"s1\".calls");
         assert_eq!(Tables::new(None).windows, "call_windows");
+        assert_eq!(Tables::new(Some("s1")).do_not_call, "\"s1\".do_not_call");
     }
 }

@@ -1,4 +1,4 @@
-//! [`PostgresStore`]: connecting, options, migrations, and the three stores.
+//! [`PostgresStore`]: connecting, options, migrations, and the stores.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,7 +11,9 @@ use sqlx::{AssertSqlSafe, Connection, Executor};
 use crate::error::PgError;
 use crate::listener::{ListenerOptions, PostgresWakeupListener};
 use crate::sql::{Tables, quote_ident, validate_schema};
-use crate::{PostgresCallStore, PostgresTranscriptStore, PostgresWindowStore};
+use crate::{
+    PostgresCallStore, PostgresDoNotCallStore, PostgresTranscriptStore, PostgresWindowStore,
+};
 
 /// The embedded migrations (`migrations/` in this crate).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -74,9 +76,10 @@ impl PostgresOptions {
         self
     }
 
-    /// Encrypts calls (phone number, caller number, recording URL) and transcript
-    /// texts at rest with `cipher`, and stores the phone number's blind index in
-    /// `calls.phone_index`. See the crate docs ("Encryption at rest").
+    /// Encrypts calls (phone number, caller number, recording URL), transcript
+    /// texts and do-not-call numbers at rest with `cipher`, and stores the phone
+    /// numbers' blind indexes in `calls.phone_index` and `do_not_call.number_key`.
+    /// See the crate docs ("Encryption at rest").
     pub fn cipher(mut self, cipher: FieldCipher) -> Self {
         self.cipher = Some(cipher);
         self
@@ -100,16 +103,17 @@ impl PostgresOptions {
     }
 }
 
-/// What the three stores share: the pool and where the tables are.
+/// What the stores share: the pool and where the tables are.
 pub(crate) struct Db {
     pub(crate) pool: PgPool,
     pub(crate) schema: Option<String>,
     pub(crate) tables: Tables,
-    /// Seals calls and transcript texts when set.
+    /// Seals calls, transcript texts and do-not-call numbers when set.
     pub(crate) cipher: Option<FieldCipher>,
 }
 
-/// A PostgreSQL database holding callcat's calls, transcripts and windows.
+/// A PostgreSQL database holding callcat's calls, transcripts, windows and
+/// do-not-call lists.
 ///
 /// Cloning shares the pool. See the crate docs for the schema.
 #[derive(Clone)]
@@ -238,12 +242,18 @@ impl PostgresStore {
         PostgresWindowStore::new(self.db.clone())
     }
 
-    /// All three stores as core [`Stores`].
+    /// The do-not-call store (per-tenant lists; numbers sealed with a cipher).
+    pub fn do_not_call(&self) -> PostgresDoNotCallStore {
+        PostgresDoNotCallStore::new(self.db.clone())
+    }
+
+    /// All the stores as core [`Stores`].
     pub fn stores(&self) -> Stores {
         Stores {
             calls: Arc::new(self.calls()),
             transcripts: Arc::new(self.transcripts()),
             windows: Arc::new(self.windows()),
+            do_not_call: Arc::new(self.do_not_call()),
         }
     }
 

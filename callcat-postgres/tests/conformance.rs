@@ -9,7 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use callcat_core::testing::KeepAlive;
-use callcat_core::{CallStore, TranscriptStore, WindowStore};
+use callcat_core::{
+    CallStore, DoNotCallEntry, DoNotCallStore, Page, PhoneNumber, TenantId, TranscriptStore,
+    WindowStore,
+};
 
 async fn calls() -> Option<Arc<dyn CallStore>> {
     let db = common::test_db().await?;
@@ -35,11 +38,53 @@ async fn windows() -> Option<Arc<dyn WindowStore>> {
     )))
 }
 
+/// A do-not-call store that keeps its test schema until it is dropped (core's
+/// `KeepAlive` wraps the other three store traits).
+struct KeepSchema<S> {
+    inner: S,
+    _guard: common::SchemaGuard,
+}
+
+#[async_trait::async_trait]
+impl<S: DoNotCallStore> DoNotCallStore for KeepSchema<S> {
+    async fn add(&self, entry: &DoNotCallEntry) -> callcat_core::Result<bool> {
+        self.inner.add(entry).await
+    }
+    async fn remove(&self, tenant: &TenantId, number: &PhoneNumber) -> callcat_core::Result<()> {
+        self.inner.remove(tenant, number).await
+    }
+    async fn contains(
+        &self,
+        tenant: &TenantId,
+        number: &PhoneNumber,
+    ) -> callcat_core::Result<bool> {
+        self.inner.contains(tenant, number).await
+    }
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> callcat_core::Result<Page<DoNotCallEntry>> {
+        self.inner.list(tenant, limit, cursor).await
+    }
+}
+
+async fn do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
+    let db = common::test_db().await?;
+    Some(Arc::new(KeepSchema {
+        inner: db.store.do_not_call(),
+        _guard: db.guard,
+    }))
+}
+
 callcat_core::call_store_conformance_tests!(calls);
 callcat_core::transcript_store_conformance_tests!(transcripts);
 callcat_core::window_store_conformance_tests!(windows);
+callcat_core::do_not_call_store_conformance_tests!(do_not_call);
 
-/// The same suite with a cipher configured: calls and transcript texts sealed.
+/// The same suite with a cipher configured: calls, transcript texts and
+/// do-not-call numbers sealed.
 mod encrypted {
     use super::*;
     use callcat_core::{FieldCipher, MasterKey};
@@ -65,6 +110,15 @@ mod encrypted {
         )))
     }
 
+    async fn do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
+        let db = common::test_db().await?;
+        Some(Arc::new(KeepSchema {
+            inner: db.store.with_cipher(cipher()).do_not_call(),
+            _guard: db.guard,
+        }))
+    }
+
     callcat_core::call_store_conformance_tests!(calls);
     callcat_core::transcript_store_conformance_tests!(transcripts);
+    callcat_core::do_not_call_store_conformance_tests!(do_not_call);
 }

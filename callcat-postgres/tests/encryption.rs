@@ -399,3 +399,131 @@ async fn the_cipher_option_applies_to_connect_and_from_pool() {
     assert!(record.contains("\"cc1.7."), "{record}");
     assert!(!format!("{store:?}").contains("7, 7"), "keys never print");
 }
+
+fn dnc_entry(tenant: &str, number: &str, secs_after: i64) -> callcat_core::DoNotCallEntry {
+    callcat_core::DoNotCallEntry {
+        tenant: tenant.into(),
+        phone_number: PhoneNumber::parse(number).expect("number"),
+        added_by: "admin-1".into(),
+        added_at: t0() + secs(secs_after),
+    }
+}
+
+/// Every `do_not_call` row as `(row::text, number_key, phone_number)`.
+async fn raw_do_not_call(db: &TestDb) -> Vec<(String, String, String)> {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT t::text, number_key, phone_number FROM {} AS t ORDER BY added_at",
+        table(db, "do_not_call")
+    )))
+    .fetch_all(db.store.pool())
+    .await
+    .expect("raw do-not-call rows")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn do_not_call_rows_hold_no_plaintext_and_match_by_blind_index_across_rotation() {
+    use callcat_core::DoNotCallStore;
+    let db = db_or_skip!();
+    let number = PhoneNumber::parse(NUMBER).expect("number");
+    let acme: callcat_core::TenantId = "acme".into();
+
+    let v1 = db.store.with_cipher(ring(&[1])).do_not_call();
+    assert!(v1.add(&dnc_entry("acme", NUMBER, 0)).await.expect("add"));
+    let rows = raw_do_not_call(&db).await;
+    assert_eq!(rows.len(), 1);
+    let (row, key, stored) = &rows[0];
+    assert_no_plaintext(row);
+    assert!(key.starts_with("bi1."), "blind index: {key}");
+    assert!(stored.starts_with("cc1.1."), "sealed: {stored}");
+    assert_eq!(
+        v1.list(&acme, 10, None).await.expect("list").items,
+        vec![dnc_entry("acme", NUMBER, 0)]
+    );
+
+    // After a rotation the key-1 row is still found by its old blind index: not
+    // added twice, listed, removable.
+    let v21 = db.store.with_cipher(ring(&[2, 1])).do_not_call();
+    assert!(v21.contains(&acme, &number).await.expect("contains"));
+    assert!(
+        !v21.add(&dnc_entry("acme", NUMBER, 5))
+            .await
+            .expect("add again")
+    );
+    assert_eq!(raw_do_not_call(&db).await.len(), 1, "no second row");
+    // A new entry is sealed under key 2.
+    assert!(
+        v21.add(&dnc_entry("acme", CALLER, 10))
+            .await
+            .expect("add under key 2")
+    );
+    let rows = raw_do_not_call(&db).await;
+    assert!(rows[1].1.starts_with("bi2.") && rows[1].2.starts_with("cc1.2."));
+    for (row, _, _) in &rows {
+        assert_no_plaintext(row);
+    }
+    // Another tenant's list does not match the same number.
+    assert!(
+        !v21.contains(&"other".into(), &number)
+            .await
+            .expect("contains")
+    );
+    v21.remove(&acme, &number).await.expect("remove key-1 row");
+    assert!(!v21.contains(&acme, &number).await.expect("contains"));
+
+    // Neither a ring without key 2 nor a store without a cipher can open the
+    // key-2 row: a typed error, never garbage.
+    let err = v1.list(&acme, 10, None).await.expect_err("key 2 unknown");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    let err = db
+        .store
+        .do_not_call()
+        .list(&acme, 10, None)
+        .await
+        .expect_err("no cipher");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+    assert_eq!(err.source_name(), Some("postgres"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn do_not_call_rows_from_before_encryption_are_still_found() {
+    use callcat_core::DoNotCallStore;
+    let db = db_or_skip!();
+    let number = PhoneNumber::parse(NUMBER).expect("number");
+    let acme: callcat_core::TenantId = "acme".into();
+    let plain = db.store.do_not_call();
+    assert!(plain.add(&dnc_entry("acme", NUMBER, 0)).await.expect("add"));
+    let rows = raw_do_not_call(&db).await;
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), (NUMBER, NUMBER));
+
+    let sealed = db.store.with_cipher(ring(&[1])).do_not_call();
+    assert!(sealed.contains(&acme, &number).await.expect("contains"));
+    assert!(
+        !sealed
+            .add(&dnc_entry("acme", NUMBER, 5))
+            .await
+            .expect("already listed")
+    );
+    assert_eq!(
+        sealed.list(&acme, 10, None).await.expect("list").items,
+        vec![dnc_entry("acme", NUMBER, 0)]
+    );
+    sealed.remove(&acme, &number).await.expect("remove");
+    assert!(raw_do_not_call(&db).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sealed_adds_of_one_number_insert_it_once() {
+    use callcat_core::DoNotCallStore;
+    let db = db_or_skip!();
+    let store = db.store.with_cipher(ring(&[1])).do_not_call();
+    let adds = (0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.add(&dnc_entry("acme", NUMBER, i)).await })
+    });
+    let mut inserted = 0;
+    for add in adds.collect::<Vec<_>>() {
+        inserted += usize::from(add.await.expect("join").expect("add"));
+    }
+    assert_eq!(inserted, 1, "exactly one add reports the insert");
+    assert_eq!(raw_do_not_call(&db).await.len(), 1);
+}

@@ -15,7 +15,9 @@ use callcat_core::{
     SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
     WindowPlanner,
 };
-use callcat_core::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowStore};
+use callcat_core::{
+    InMemoryCallStore, InMemoryDoNotCallStore, InMemoryTranscriptStore, InMemoryWindowStore,
+};
 use callcat_dynamo::DynamoStores;
 use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
 use callcat_retell::RetellProvider;
@@ -337,6 +339,7 @@ async fn open_stores(
                     calls: Arc::new(InMemoryCallStore::with_cipher(c.clone())),
                     transcripts: Arc::new(InMemoryTranscriptStore::with_cipher(c)),
                     windows: Arc::new(InMemoryWindowStore::new()),
+                    do_not_call: Arc::new(InMemoryDoNotCallStore::new()),
                 },
                 None => in_memory_stores(),
             },
