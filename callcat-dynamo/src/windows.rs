@@ -91,7 +91,10 @@ impl DynamoWindowStore {
         ])
     }
 
-    async fn create_inner(&self, window: &CallWindow) -> DResult<()> {
+    /// Writes the window: a new one (`exists = false`: `Conflict` if its id is
+    /// taken) or a replacement (`exists = true`: `NotFound` unless the owner's
+    /// window is there).
+    async fn put_inner(&self, window: &CallWindow, exists: bool) -> DResult<()> {
         let json = serde_json::to_string(window)
             .map_err(|e| DynamoError::Corrupt(format!("window does not serialize: {e}")))?;
         let mut item = Self::key(&window.owner, window.id);
@@ -101,7 +104,11 @@ impl DynamoWindowStore {
             s(format!("W#{}", shard_of(window.id.as_uuid(), self.shards))),
         );
         let mut e = Expr::new();
-        let cond = format!("attribute_not_exists({})", e.name(attr::WINDOW_ID));
+        let cond = if exists {
+            format!("attribute_exists({})", e.name(attr::WINDOW_ID))
+        } else {
+            format!("attribute_not_exists({})", e.name(attr::WINDOW_ID))
+        };
         let req = self
             .ctx
             .client
@@ -115,6 +122,9 @@ impl DynamoWindowStore {
         match self.ctx.send(OpKind::Write, req).await {
             Ok(_) => Ok(()),
             Err(err) => Err(match DynamoError::sdk("PutItem", err) {
+                DynamoError::Conflict(_) if exists => {
+                    DynamoError::NotFound(format!("window {} not found", window.id))
+                }
                 DynamoError::Conflict(_) => {
                     DynamoError::Conflict(format!("window {} already exists", window.id))
                 }
@@ -255,7 +265,7 @@ impl DynamoWindowStore {
 impl WindowStore for DynamoWindowStore {
     async fn create(&self, window: &CallWindow) -> Result<()> {
         window.schedule.validate()?;
-        Ok(self.create_inner(window).await?)
+        Ok(self.put_inner(window, false).await?)
     }
 
     async fn get(&self, owner: &Owner, id: WindowId) -> Result<Option<CallWindow>> {
@@ -268,6 +278,11 @@ impl WindowStore for DynamoWindowStore {
 
     async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>> {
         Ok(self.list_all_inner(limit, cursor).await?)
+    }
+
+    async fn update(&self, window: &CallWindow) -> Result<()> {
+        window.schedule.validate()?;
+        Ok(self.put_inner(window, true).await?)
     }
 
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {

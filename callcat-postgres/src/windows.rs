@@ -34,6 +34,7 @@ struct WindowSql {
     list: String,
     list_all_first: String,
     list_all_after: String,
+    update: String,
     delete: String,
 }
 
@@ -53,6 +54,9 @@ impl WindowSql {
             ),
             list_all_first: format!("SELECT record FROM {w} ORDER BY id LIMIT $1"),
             list_all_after: format!("SELECT record FROM {w} WHERE id > $2 ORDER BY id LIMIT $1"),
+            update: format!(
+                "UPDATE {w} SET record = $4 WHERE id = $1 AND tenant_id = $2 AND user_id = $3"
+            ),
             delete: format!("DELETE FROM {w} WHERE id = $1 AND tenant_id = $2 AND user_id = $3"),
         }
     }
@@ -140,6 +144,25 @@ impl WindowStore for PostgresWindowStore {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    async fn update(&self, window: &CallWindow) -> Result<()> {
+        window.schedule.validate()?;
+        let updated = sqlx::query(AssertSqlSafe(self.sql.update.as_str()))
+            .bind(window.id.as_uuid())
+            .bind(window.owner.tenant.as_str())
+            .bind(window.owner.user.as_str())
+            .bind(Json(window))
+            .execute(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("updating a window"))?
+            .rows_affected();
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("window {} not found", window.id))
+                .with_source_name(SOURCE))
+        }
     }
 
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {

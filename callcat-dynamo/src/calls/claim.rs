@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use callcat_core::{Call, CallId, CallStatus, WorkerId};
+use callcat_core::{Call, CallId, WorkerId};
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
@@ -87,7 +87,8 @@ impl DynamoCallStore {
         worker: &WorkerId,
         lease_until: DateTime<Utc>,
     ) -> DResult<Option<Call>> {
-        let Some(mut next) = callcat_core::lifecycle::claim(current, worker, now, lease_until) else {
+        let Some(mut next) = callcat_core::lifecycle::claim(current, worker, now, lease_until)
+        else {
             return Ok(None);
         };
         next.version = current.version + 1;
