@@ -268,6 +268,8 @@ impl ServerBuilder {
             .clock(clock.clone())
             .wakeup(wakeup.clone())
             .bus(bus.clone())
+            .global_cap(self.config.dispatch.global_cap)
+            .owner_cap(self.config.dispatch.owner_cap)
             .build()?;
         let planner = WindowPlanner::new(stores.windows.clone(), service.clone(), clock.clone());
         let ingestor = Arc::new(
