@@ -284,9 +284,10 @@ impl Default for DispatchConfig {
     /// The scheduler's defaults (20 at once, 1 per owner), the retry policy's
     /// default attempts (3), a 10 s drain.
     fn default() -> Self {
+        let scheduler = callcat_core::SchedulerConfig::default();
         DispatchConfig {
-            global_cap: 20,
-            owner_cap: Some(1),
+            global_cap: scheduler.global_cap,
+            owner_cap: scheduler.owner_cap,
             max_attempts: callcat_core::RetryPolicy::default().max_attempts,
             drain: Duration::from_secs(10),
         }
