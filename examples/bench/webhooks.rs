@@ -1,6 +1,6 @@
 //! `webhooks`: Retell-signed webhooks (`call_started`, `call_ended`,
 //! `call_analyzed`, built from the real Retell call object in
-//! `../shared/fixtures/`) posted to the example server (`callcat-server`, serving
+//! `callcat-retell/tests/fixtures/`) posted to the example server (`callcat-server`, serving
 //! in this process on a loopback port), 10 % of events sent twice and 5 % of calls
 //! with their events out of order. Measures events per second and the time from
 //! sending a webhook to its 2xx (the server answers after the state is committed,
@@ -26,7 +26,7 @@ use crate::common::{Backend, Env, Opts, Res, emit, fail, new_call, note, owner, 
 const API_KEY: &str = "key_bench_retell_webhooks_0123456789";
 const FIXTURE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/retell_call_object.json"
+    "/callcat-retell/tests/fixtures/retell_call_object.json"
 ));
 
 /// Stands in for Retell when placing the calls before the run: accepts every dial

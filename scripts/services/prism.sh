@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Twilio API mock for callcat-twilio's contract tests: Stoplight Prism serving
-# Twilio's own OpenAPI description ($ROOT/../shared/specs/twilio_api_v2010.json).
+# Twilio's own OpenAPI description, vendored with its licence file in
+# $ROOT/vendor/twilio/ (twilio_api_v2010.json, twilio_api_v2010.LICENSE).
 # Prism validates every request against the spec (a request that does not match
 # gets a 422) and answers with examples from it.
 #
@@ -14,7 +15,7 @@ PRISM_VERSION=5.16.0
 start_prism() {
   local prefix="$CALLCAT_CACHE/prism-$PRISM_VERSION"
   local bin="$prefix/node_modules/.bin/prism"
-  local spec="$ROOT/../shared/specs/twilio_api_v2010.json"
+  local spec="$ROOT/vendor/twilio/twilio_api_v2010.json"
   local installed=""
   if [ -f "$prefix/node_modules/@stoplight/prism-cli/package.json" ]; then
     installed=$(node -p "require('$prefix/node_modules/@stoplight/prism-cli/package.json').version" 2>/dev/null || true)

@@ -183,6 +183,31 @@ impl TestServer {
             .await
     }
 
+    /// `GET /metrics`, parsed with a Prometheus text-format parser (the answer
+    /// must be `text/plain` in exposition format 0.0.4 and parse whole).
+    pub async fn scrape(&self) -> Scrape {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status().as_u16(), 200);
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        let text = resp.text().await.expect("metrics text");
+        openmetrics_parser::prometheus::parse_prometheus(&text)
+            .unwrap_or_else(|e| panic!("the exposition text does not parse: {e:?}\n{text}"))
+    }
+
     /// Advances the test clock.
     pub fn advance(&self, d: Duration) {
         self.clock.advance(d);
@@ -278,5 +303,55 @@ impl SseReader {
 
     pub fn close(self) {
         self.task.abort();
+    }
+}
+
+/// A parsed `/metrics` answer.
+pub type Scrape = openmetrics_parser::MetricsExposition<
+    openmetrics_parser::PrometheusType,
+    openmetrics_parser::PrometheusValue,
+>;
+
+/// The samples of family `name` whose labels include `labels`.
+pub fn series<'a>(
+    scrape: &'a Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<&'a openmetrics_parser::Sample<openmetrics_parser::PrometheusValue>> {
+    let Some(family) = scrape.families.get(name) else {
+        return Vec::new();
+    };
+    family
+        .iter_samples()
+        .filter(|s| {
+            let set = s.get_labelset().expect("a parsed sample has label names");
+            labels
+                .iter()
+                .all(|(k, v)| set.get_label_value(k) == Some(*v))
+        })
+        .collect()
+}
+
+/// The sum of the counter or gauge series of family `name` whose labels include
+/// `labels` (0 when there is none).
+pub fn metric(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(scrape, name, labels)
+        .into_iter()
+        .map(|s| match &s.value {
+            openmetrics_parser::PrometheusValue::Counter(c) => c.value.as_f64(),
+            openmetrics_parser::PrometheusValue::Gauge(n)
+            | openmetrics_parser::PrometheusValue::Unknown(n) => n.as_f64(),
+            other => panic!("{name} is not a single value: {other:?}"),
+        })
+        .sum()
+}
+
+/// The histogram `name` (one series, without labels).
+pub fn histogram(scrape: &Scrape, name: &str) -> openmetrics_parser::HistogramValue {
+    let all = series(scrape, name, &[]);
+    assert_eq!(all.len(), 1, "{name}: {all:?}");
+    match &all[0].value {
+        openmetrics_parser::PrometheusValue::Histogram(h) => h.clone(),
+        other => panic!("{name} is not a histogram: {other:?}"),
     }
 }

@@ -270,12 +270,14 @@ impl ServerBuilder {
             .clock(clock.clone())
             .wakeup(wakeup.clone())
             .bus(bus.clone())
+            .global_cap(self.config.dispatch.global_cap)
+            .owner_cap(self.config.dispatch.owner_cap)
             .build()?;
         let planner = WindowPlanner::new(stores.windows.clone(), service.clone(), clock.clone());
         let ingestor = Arc::new(
             EventIngestor::from_stores(&stores, bus.clone(), clock.clone()).with_wakeup(wakeup),
         );
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(self.config.metrics_tenant_labels);
         let metrics_task = metrics.follow_bus(&bus);
         let tracker = Arc::new(LiveTracker::start(stores.calls.clone(), &bus, 256).await?);
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -16,7 +16,7 @@ pub mod webhooks;
 
 pub use app::{AppState, ServerBuilder, StartError};
 pub use auth::{AuthUser, Claims, JwtKeys};
-pub use config::{Config, ConfigError, StoreConfig, TelephonyConfig};
+pub use config::{Config, ConfigError, DispatchConfig, StoreConfig, TelephonyConfig};
 pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
 pub use server::{RunningServer, Server};

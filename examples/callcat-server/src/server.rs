@@ -1,7 +1,8 @@
 //! Running an assembled [`Server`]: [`Server::serve`] starts the scheduler, the
 //! window planner, simulator event delivery, the transcript poller and the
 //! stale-call sweeper next to HTTP, and on shutdown stops accepting requests,
-//! ends event streams and stops every background task.
+//! ends event streams, gives the dials in flight up to the drain time to finish
+//! and stops every background task.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -157,8 +158,9 @@ impl Server {
 
     /// Runs the scheduler, the window planner, event delivery, the transcript
     /// poller, the stale-call sweeper and HTTP on `listener` until `shutdown`
-    /// resolves, then stops accepting requests, ends event streams and stops the
-    /// background work.
+    /// resolves, then stops accepting requests, ends event streams, lets the
+    /// dials in flight finish for up to the configured drain time
+    /// (`CALLCAT_DRAIN_SECONDS`) and stops the background work.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -168,15 +170,18 @@ impl Server {
             router,
             background: bg,
             stop_tx,
+            config,
             ..
         } = self;
         let stop_rx = stop_tx.subscribe();
         let mut tasks: JoinSet<()> = JoinSet::new();
         tasks.spawn(bg.metrics_task);
 
+        // Not in `tasks`: on shutdown it stops claiming and finishes the dials in
+        // flight, for up to the drain time, before the rest is stopped.
         let scheduler = bg.scheduler.clone();
         let rx = stop_rx.clone();
-        tasks.spawn(async move {
+        let mut scheduler_task = tokio::spawn(async move {
             if let Err(e) = scheduler.run(stopped(rx)).await {
                 tracing::error!(error = %e, "scheduler stopped");
             }
@@ -214,6 +219,18 @@ impl Server {
             })
             .await;
         let _ = stop_tx.send(true);
+        let drain = config.dispatch.drain;
+        if tokio::time::timeout(drain, &mut scheduler_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                drain_seconds = drain.as_secs(),
+                "dials still in flight after the drain time; stopping them"
+            );
+            scheduler_task.abort();
+            let _ = scheduler_task.await;
+        }
         drop(pg_listener);
         poller.shutdown().await;
         sweeper.shutdown().await;

@@ -1,0 +1,311 @@
+//! Parsing, precedence, bounds, help and redaction of the settings.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn cfg(env: &[(&str, &str)], args: &[&str]) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_sources(|k| env.get(k).cloned(), args.iter().map(|s| s.to_string()))
+}
+
+#[test]
+fn defaults_are_memory_simulator_development() {
+    let c = cfg(&[], &[]).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.base_url(), "http://127.0.0.1:8080");
+}
+
+#[test]
+fn flags_win_over_environment() {
+    let c = cfg(
+        &[("CALLCAT_LISTEN", "0.0.0.0:1")],
+        &[
+            "--listen",
+            "127.0.0.1:9000",
+            "--public-url=https://cc.example.com/",
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.base_url(), "https://cc.example.com");
+}
+
+#[test]
+fn errors_name_the_setting() {
+    let e = cfg(&[("CALLCAT_STORE", "postgres")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("DATABASE_URL"));
+    assert!(e.to_string().contains("DATABASE_URL is required"));
+    let e = cfg(&[("CALLCAT_STORE", "dynamo")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("AWS_ACCESS_KEY_ID"));
+    let e = cfg(&[("CALLCAT_LISTEN", "nope")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_LISTEN"));
+    let e = cfg(&[("CALLCAT_STORE", "redis")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_STORE"));
+    let e = cfg(&[("CALLCAT_JWT_SECRET", "short")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_JWT_SECRET"));
+    let e = cfg(&[("CALLCAT_MASTER_KEY", "AAAA")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_MASTER_KEY"));
+    assert!(e.to_string().contains("32"));
+    let e = cfg(
+        &[
+            ("CALLCAT_TELEPHONY", "retell"),
+            ("RETELL_API_KEY", "key"),
+            ("RETELL_AGENT_ID", "agent"),
+            ("RETELL_FROM_NUMBER", "12345"),
+        ],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.setting(), Some("RETELL_FROM_NUMBER"));
+    let e = cfg(
+        &[
+            ("CALLCAT_TELEPHONY", "twilio"),
+            ("TWILIO_ACCOUNT_SID", &format!("AC{}", "0".repeat(32))),
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("TWILIO_FROM_NUMBER", "+14155552671"),
+        ],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_PUBLIC_URL"));
+    assert_eq!(
+        cfg(&[], &["--nope", "x"]).unwrap_err(),
+        ConfigError::UnknownFlag("--nope".into())
+    );
+    assert_eq!(
+        cfg(&[], &["--listen"]).unwrap_err(),
+        ConfigError::MissingValue("--listen".into())
+    );
+    assert!(matches!(cfg(&[], &["--help"]), Err(ConfigError::Help(_))));
+    assert!(matches!(
+        Config::from_env_and_args(["-h".to_owned()]),
+        Err(ConfigError::Help(h)) if h == usage()
+    ));
+    assert!(matches!(cfg(&[], &["stray"]), Err(ConfigError::UnknownFlag(a)) if a == "stray"));
+}
+
+#[test]
+fn every_setting_has_its_flag_and_its_variable() {
+    // (flag, variable): the names the README, docs/http-api.md and deployments use.
+    let settings = [
+        ("--listen", "CALLCAT_LISTEN"),
+        ("--public-url", "CALLCAT_PUBLIC_URL"),
+        ("--jwt-secret", "CALLCAT_JWT_SECRET"),
+        ("--master-key", "CALLCAT_MASTER_KEY"),
+        ("--metrics-tenant-labels", "CALLCAT_METRICS_TENANT_LABELS"),
+        ("--global-cap", "CALLCAT_GLOBAL_CAP"),
+        ("--owner-cap", "CALLCAT_OWNER_CAP"),
+        ("--max-attempts", "CALLCAT_MAX_ATTEMPTS"),
+        ("--drain-seconds", "CALLCAT_DRAIN_SECONDS"),
+        ("--store", "CALLCAT_STORE"),
+        ("--database-url", "DATABASE_URL"),
+        ("--postgres-schema", "CALLCAT_POSTGRES_SCHEMA"),
+        ("--dynamo-endpoint", "CALLCAT_DYNAMO_ENDPOINT"),
+        ("--dynamo-calls-table", "CALLCAT_DYNAMO_CALLS_TABLE"),
+        (
+            "--dynamo-transcripts-table",
+            "CALLCAT_DYNAMO_TRANSCRIPTS_TABLE",
+        ),
+        ("--dynamo-windows-table", "CALLCAT_DYNAMO_WINDOWS_TABLE"),
+        ("--dynamo-create-tables", "CALLCAT_DYNAMO_CREATE_TABLES"),
+        ("--aws-region", "AWS_REGION"),
+        ("--aws-access-key-id", "AWS_ACCESS_KEY_ID"),
+        ("--aws-secret-access-key", "AWS_SECRET_ACCESS_KEY"),
+        ("--aws-session-token", "AWS_SESSION_TOKEN"),
+        ("--telephony", "CALLCAT_TELEPHONY"),
+        ("--retell-api-key", "RETELL_API_KEY"),
+        ("--retell-base-url", "RETELL_BASE_URL"),
+        ("--retell-from-number", "RETELL_FROM_NUMBER"),
+        ("--retell-agent-id", "RETELL_AGENT_ID"),
+        ("--twilio-account-sid", "TWILIO_ACCOUNT_SID"),
+        ("--twilio-auth-token", "TWILIO_AUTH_TOKEN"),
+        ("--twilio-from-number", "TWILIO_FROM_NUMBER"),
+        ("--twilio-base-url", "TWILIO_BASE_URL"),
+    ];
+    let Err(ConfigError::Help(help)) = cfg(&[], &["--help"]) else {
+        panic!("--help gives the help text");
+    };
+    assert_eq!(help, usage());
+    for (flag, var) in settings {
+        // The setting's entry: its flag, value name, what it is and its variable
+        // (on one line, or two when clap moves the text under a long flag).
+        let start = help
+            .find(&format!("      {flag} <"))
+            .unwrap_or_else(|| panic!("{flag} is not in the help:\n{help}"));
+        let entry = &help[start + 6..];
+        let end = entry.find("\n      --").unwrap_or(entry.len());
+        let entry = &entry[..end.min(entry.find("\n\n").unwrap_or(end))];
+        assert!(entry.contains(&format!("[env: {var}]")), "{entry}");
+    }
+    // Every flag of the command is one of the above: nothing undocumented here.
+    let flags = args::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .filter(|f| f != "--help")
+        .collect::<Vec<_>>();
+    assert_eq!(flags.len(), settings.len(), "{flags:?}");
+    for f in &flags {
+        assert!(
+            settings.iter().any(|(s, _)| s == f),
+            "{f} is not listed here"
+        );
+    }
+    // The variable reaches the setting of its flag (a typo in one `env = ...`
+    // would leave a setting unreachable).
+    for (flag, var) in settings {
+        let from_env =
+            args::Args::from_sources(|k| (k == var).then(|| "v".to_owned()), std::iter::empty())
+                .unwrap();
+        let from_flag =
+            args::Args::from_sources(|_| None, [flag.to_owned(), "v".to_owned()]).unwrap();
+        assert_eq!(
+            format!("{from_env:?}"),
+            format!("{from_flag:?}"),
+            "{flag} / {var}"
+        );
+        assert_ne!(
+            format!("{from_env:?}"),
+            format!("{:?}", args::Args::default()),
+            "{var}"
+        );
+    }
+}
+
+#[test]
+fn help_never_shows_a_value_from_the_environment() {
+    // The process environment is not touched here (that needs unsafe code); the
+    // command sets every argument to hide its variable's value, so the help shows
+    // `[env: NAME]` and never `[env: NAME=value]`.
+    for a in args::command().get_arguments() {
+        if a.get_env().is_some() {
+            assert!(a.is_hide_env_values_set(), "{:?}", a.get_id());
+        }
+    }
+    let help = usage();
+    for a in args::command().get_arguments() {
+        if let Some(var) = a.get_env().and_then(|v| v.to_str()) {
+            assert!(!help.contains(&format!("[env: {var}=")), "{help}");
+        }
+    }
+}
+
+#[test]
+fn dispatch_limits_default_parse_and_are_bounded() {
+    let d = cfg(&[], &[]).unwrap().dispatch;
+    assert_eq!(
+        d,
+        DispatchConfig {
+            global_cap: 20,
+            owner_cap: Some(1),
+            max_attempts: 3,
+            drain: Duration::from_secs(10),
+        }
+    );
+    assert_eq!(
+        d.max_attempts,
+        callcat_core::RetryPolicy::default().max_attempts
+    );
+
+    let d = cfg(
+        &[
+            ("CALLCAT_GLOBAL_CAP", "7"),
+            ("CALLCAT_OWNER_CAP", "5"),
+            ("CALLCAT_MAX_ATTEMPTS", "9"),
+            ("CALLCAT_DRAIN_SECONDS", "30"),
+        ],
+        &[
+            "--global-cap",
+            "100",
+            "--owner-cap=0",
+            "--drain-seconds",
+            "0",
+        ],
+    )
+    .unwrap()
+    .dispatch;
+    assert_eq!(d.global_cap, 100, "the flag wins");
+    assert_eq!(d.owner_cap, None, "0 is no per-owner cap");
+    assert_eq!(d.max_attempts, 9, "the variable applies without a flag");
+    assert_eq!(d.drain, Duration::ZERO);
+
+    let edges: &[(&str, &str, bool)] = &[
+        ("CALLCAT_GLOBAL_CAP", "0", false),
+        ("CALLCAT_GLOBAL_CAP", "1", true),
+        ("CALLCAT_GLOBAL_CAP", "10000", true),
+        ("CALLCAT_GLOBAL_CAP", "10001", false),
+        ("CALLCAT_GLOBAL_CAP", "-1", false),
+        ("CALLCAT_GLOBAL_CAP", "lots", false),
+        ("CALLCAT_OWNER_CAP", "10000", true),
+        ("CALLCAT_OWNER_CAP", "10001", false),
+        ("CALLCAT_MAX_ATTEMPTS", "0", false),
+        ("CALLCAT_MAX_ATTEMPTS", "20", true),
+        ("CALLCAT_MAX_ATTEMPTS", "21", false),
+        ("CALLCAT_DRAIN_SECONDS", "300", true),
+        ("CALLCAT_DRAIN_SECONDS", "301", false),
+        ("CALLCAT_DRAIN_SECONDS", "1.5", false),
+        ("CALLCAT_METRICS_TENANT_LABELS", "1", true),
+        ("CALLCAT_METRICS_TENANT_LABELS", "yes", false),
+    ];
+    for (var, value, ok) in edges {
+        match cfg(&[(var, value)], &[]) {
+            Ok(_) if *ok => {}
+            Err(e) if !ok => {
+                assert_eq!(e.setting(), Some(*var), "{var}={value}: {e}");
+                assert!(e.to_string().starts_with(var), "{e}");
+            }
+            other => panic!("{var}={value}: {other:?}"),
+        }
+    }
+    // The bound names the setting when it comes from a flag too.
+    let e = cfg(&[], &["--max-attempts", "50"]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_MAX_ATTEMPTS"));
+    assert!(e.to_string().contains("1..=20"), "{e}");
+    assert!(
+        cfg(&[("CALLCAT_METRICS_TENANT_LABELS", "1")], &[])
+            .unwrap()
+            .metrics_tenant_labels
+    );
+}
+
+#[test]
+fn blank_values_are_unset_and_the_last_flag_wins() {
+    let c = cfg(&[("CALLCAT_LISTEN", "  "), ("CALLCAT_STORE", "")], &[]).unwrap();
+    assert_eq!(c, Config::default());
+    let c = cfg(&[], &["--global-cap", "5", "--global-cap", "6"]).unwrap();
+    assert_eq!(c.dispatch.global_cap, 6);
+}
+
+#[test]
+fn debug_hides_secrets() {
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let c = cfg(
+        &[
+            ("CALLCAT_STORE", "postgres"),
+            ("DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("CALLCAT_JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"),
+            ("CALLCAT_MASTER_KEY", &key),
+            ("CALLCAT_TELEPHONY", "retell"),
+            ("RETELL_API_KEY", "key_abcdef"),
+            ("RETELL_AGENT_ID", "agent"),
+            ("RETELL_FROM_NUMBER", "+14155552671"),
+        ],
+        &[],
+    )
+    .unwrap();
+    let d = format!("{c:?}");
+    for secret in ["hunter2", "s3cr3t", "key_abcdef", &key] {
+        assert!(!d.contains(secret), "{secret} leaked in {d}");
+    }
+    assert!(!d.contains("+14155552671"));
+    let keys = c.master_key.unwrap();
+    assert_eq!(keys, MasterKeys(vec![(1, [7u8; 32])]));
+    assert_eq!(keys.cipher().unwrap().current_key_id(), 1);
+    let ring = MasterKeys::parse(&format!("2:{key},1:{key}")).unwrap();
+    assert_eq!(ring.current_id(), Some(2));
+    assert!(MasterKeys::parse(&format!("1:{key},1:{key}")).is_err());
+    assert!(MasterKeys::parse("x:AAAA").is_err());
+}
