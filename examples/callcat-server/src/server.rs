@@ -3,7 +3,6 @@
 //! stale-call sweeper next to HTTP, and on shutdown stops accepting requests,
 //! ends event streams and stops every background task.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -266,14 +265,4 @@ impl RunningServer {
             Err(e) => Err(callcat_core::Error::internal(format!("server task failed: {e}")).into()),
         }
     }
-}
-
-/// Active calls per tenant, for the metrics gauge.
-pub(crate) fn active_by_tenant(state: &AppState) -> BTreeMap<String, usize> {
-    state
-        .tracker
-        .counts()
-        .into_iter()
-        .map(|(t, n)| (t.as_str().to_owned(), n))
-        .collect()
 }

@@ -1,20 +1,25 @@
-//! Twilio's callbacks: status callbacks (→ the ingestor), real-time
-//! transcription, and the TwiML conversation flow (TwiML fetches and speech
-//! gather callbacks). Every request is verified with `X-Twilio-Signature` over
-//! the public URL first.
+//! Twilio's callbacks beyond status callbacks (which callcat-axum's generic
+//! webhook route serves with the Twilio verifier): real-time transcription and
+//! the TwiML conversation flow (TwiML fetches and speech gather callbacks).
+//! Every request is rate limited and verified with `X-Twilio-Signature` over
+//! the public URL first. [`routes`] is merged into the callcat-axum router, so
+//! they share its state, rate limit, error shape and OpenAPI document.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use callcat_core::{
-    Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest, WebhookVerifier as _,
-};
+use callcat_axum::error::{ApiError, ErrorBody};
+use callcat_axum::webhooks::{WebhookAck, refused, rejected};
+use callcat_axum::{ApiState, WEBHOOK_BODY_LIMIT};
+use callcat_core::{Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest};
 use callcat_twilio::{CallbackUrls, ConversationFlow, TranscriptionEvent, TwilioWebhookVerifier};
-
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::webhooks::{WebhookAck, ingest_all, refused, rejected, target};
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Twilio's verifier and the callback URLs the flow renders.
 #[derive(Debug, Clone)]
@@ -27,11 +32,25 @@ pub struct TwilioHooks {
 
 const PROVIDER: &str = "twilio";
 
-fn hooks(state: &AppState) -> Result<&TwilioHooks, ApiError> {
-    state
-        .webhooks
-        .twilio
-        .as_ref()
+/// Twilio's hooks when Twilio is configured (the routes answer 404 otherwise).
+#[derive(Debug, Clone)]
+struct Configured(Option<Arc<TwilioHooks>>);
+
+/// The transcription, TwiML and gather routes, answering 404 when `hooks` is
+/// `None` (Twilio not configured), with the webhook body limit.
+pub fn routes(hooks: Option<TwilioHooks>) -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(transcription))
+        .routes(routes!(twiml))
+        .routes(routes!(gather))
+        .layer(Extension(Configured(hooks.map(Arc::new))))
+        .layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT))
+}
+
+fn hooks(configured: &Configured) -> Result<&TwilioHooks, ApiError> {
+    configured
+        .0
+        .as_deref()
         .ok_or_else(|| ApiError::not_found("twilio webhooks are not configured on this server"))
 }
 
@@ -44,52 +63,14 @@ fn xml(body: String) -> Response {
         .into_response()
 }
 
-/// Twilio call progress, answering-machine and recording callbacks.
-#[utoipa::path(
-    post, path = "/webhooks/twilio/status", tag = "webhooks",
-    params(("callcat_call_id" = Option<String>, Query, description = "Our call id")),
-    request_body(content = String, description = "Twilio's form-encoded status callback", content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 200, description = "Verified and applied", body = WebhookAck),
-        (status = 400, description = "Signed but unreadable", body = ErrorBody),
-        (status = 401, description = "Bad or missing signature; nothing stored", body = ErrorBody),
-        (status = 404, description = "Twilio is not configured", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-    )
-)]
-pub async fn status(
-    State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(r) = refused(&state, PROVIDER) {
-        return r;
-    }
-    let hooks = match hooks(&state) {
-        Ok(h) => h,
-        Err(e) => return e.into_response(),
-    };
-    let url = target(&uri);
-    let req = WebhookRequest {
-        url: &url,
-        headers: &headers,
-        body: &body,
-    };
-    match hooks.verifier.verify_and_parse(req, state.clock.now()) {
-        Ok(events) => ingest_all(&state, PROVIDER, &events).await,
-        Err(e) => rejected(&state, PROVIDER, e),
-    }
-}
-
-async fn call_for(state: &AppState, call_id: Option<CallId>, sid: &str) -> Option<Call> {
+async fn call_for(state: &ApiState, call_id: Option<CallId>, sid: &str) -> Option<Call> {
     if let Some(id) = call_id
-        && let Ok(Some(c)) = state.stores.calls.get(id).await
+        && let Ok(Some(c)) = state.stores().calls.get(id).await
     {
         return Some(c);
     }
     state
-        .stores
+        .stores()
         .calls
         .find_by_provider_call_id(sid)
         .await
@@ -100,7 +81,7 @@ async fn call_for(state: &AppState, call_id: Option<CallId>, sid: &str) -> Optio
 /// Appends `new` to the call's transcript through the ingestor, unless the
 /// transcript already ends with it (Twilio resends callbacks).
 async fn append(
-    state: &AppState,
+    state: &ApiState,
     call: &Call,
     sid: &str,
     new: &[TranscriptSegment],
@@ -108,9 +89,9 @@ async fn append(
     if new.is_empty() {
         return Ok(());
     }
-    let now = state.clock.now();
+    let now = state.clock().now();
     let mut segments = state
-        .stores
+        .stores()
         .transcripts
         .get(call.id, now)
         .await?
@@ -121,8 +102,7 @@ async fn append(
     }
     segments.extend_from_slice(new);
     state
-        .webhooks
-        .ingestor
+        .ingestor()
         .store_transcript(call.id, &call.owner, sid, &segments)
         .await?;
     Ok(())
@@ -140,8 +120,9 @@ async fn append(
         (status = 404, description = "Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn transcription(
-    State(state): State<AppState>,
+async fn transcription(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
@@ -149,11 +130,11 @@ pub async fn transcription(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -164,14 +145,14 @@ pub async fn transcription(
         Err(e) => return rejected(&state, PROVIDER, e.into()),
     };
     let TranscriptionEvent::Content(u) = event else {
-        state.metrics.webhook(PROVIDER, "accepted");
+        state.observe_webhook(PROVIDER, "accepted");
         return axum::Json(WebhookAck {
             results: vec!["ignored".into()],
         })
         .into_response();
     };
     let Some(call) = call_for(&state, u.call_id, &u.call_sid).await else {
-        state.metrics.webhook(PROVIDER, "accepted");
+        state.observe_webhook(PROVIDER, "accepted");
         return axum::Json(WebhookAck {
             results: vec!["unknown_call".into()],
         })
@@ -181,7 +162,7 @@ pub async fn transcription(
         match append(&state, &call, &u.call_sid, std::slice::from_ref(&u.segment)).await {
             Ok(()) => "transcript_updated",
             Err(e) => {
-                state.metrics.webhook(PROVIDER, "error");
+                state.observe_webhook(PROVIDER, "error");
                 tracing::error!(error = %e, "transcription could not be stored");
                 return ApiError::from(callcat_core::Error::unavailable(
                     "the transcription could not be stored; send it again",
@@ -191,16 +172,16 @@ pub async fn transcription(
         }
     } else {
         let mut segments = state
-            .stores
+            .stores()
             .transcripts
-            .get(call.id, state.clock.now())
+            .get(call.id, state.clock().now())
             .await
             .ok()
             .flatten()
             .map(|t| t.segments)
             .unwrap_or_default();
         segments.push(u.segment.clone());
-        state.bus.publish(CallUpdate::Transcript {
+        state.bus().publish(CallUpdate::Transcript {
             call_id: call.id,
             owner: call.owner.clone(),
             provider_call_id: Some(u.call_sid.clone()),
@@ -209,19 +190,19 @@ pub async fn transcription(
         });
         "partial_published"
     };
-    state.metrics.webhook(PROVIDER, "accepted");
+    state.observe_webhook(PROVIDER, "accepted");
     axum::Json(WebhookAck {
         results: vec![result.into()],
     })
     .into_response()
 }
 
-async fn flow_call(state: &AppState, raw_id: &str) -> Result<(Call, ConversationFlow), ApiError> {
+async fn flow_call(state: &ApiState, raw_id: &str) -> Result<(Call, ConversationFlow), ApiError> {
     let id: CallId = raw_id
         .parse()
         .map_err(|_| ApiError::not_found(format!("call {raw_id} not found")))?;
     let call = state
-        .stores
+        .stores()
         .calls
         .get(id)
         .await?
@@ -244,8 +225,9 @@ async fn flow_call(state: &AppState, raw_id: &str) -> Result<(Call, Conversation
         (status = 404, description = "Unknown call, or Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn twiml(
-    State(state): State<AppState>,
+async fn twiml(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     Path(call_id): Path<String>,
     uri: OriginalUri,
     headers: HeaderMap,
@@ -254,11 +236,11 @@ pub async fn twiml(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -289,7 +271,7 @@ pub async fn twiml(
     }
     match flow.render_step(&hooks.urls, call.id, step) {
         Ok(doc) => {
-            state.metrics.webhook(PROVIDER, "accepted");
+            state.observe_webhook(PROVIDER, "accepted");
             xml(doc)
         }
         Err(e) => rejected(&state, PROVIDER, e),
@@ -309,8 +291,9 @@ pub async fn twiml(
         (status = 404, description = "Unknown call, or Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn gather(
-    State(state): State<AppState>,
+async fn gather(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     Path(call_id): Path<String>,
     uri: OriginalUri,
     headers: HeaderMap,
@@ -319,12 +302,12 @@ pub async fn gather(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
     // Verify before reading anything the request names.
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -346,7 +329,7 @@ pub async fn gather(
         said.push(flow.closing_segment());
     }
     if let Err(e) = append(&state, &call, &turn.call_sid, &said).await {
-        state.metrics.webhook(PROVIDER, "error");
+        state.observe_webhook(PROVIDER, "error");
         tracing::error!(error = %e, "gather answer could not be stored");
         return ApiError::from(callcat_core::Error::unavailable(
             "the answer could not be stored; send it again",
@@ -355,7 +338,7 @@ pub async fn gather(
     }
     match flow.render_step(&hooks.urls, call.id, turn.next_step()) {
         Ok(doc) => {
-            state.metrics.webhook(PROVIDER, "accepted");
+            state.observe_webhook(PROVIDER, "accepted");
             xml(doc)
         }
         Err(e) => rejected(&state, PROVIDER, e),
