@@ -97,15 +97,15 @@ impl From<AuthError> for ApiError {
 /// an `Arc<dyn Authenticator>`.
 ///
 /// ```
-/// use callcat_axum::{AuthError, AuthUser, Authenticator};
+/// use callcat_axum::{AuthError, AuthUser, Authenticator, async_trait};
 /// use callcat_core::Owner;
 ///
 /// /// One fixed API key for one user.
 /// struct ApiKey(String);
 ///
-/// #[async_trait::async_trait]
+/// #[async_trait]
 /// impl Authenticator for ApiKey {
-///     async fn authenticate(&self, parts: &http::request::Parts) -> Result<AuthUser, AuthError> {
+///     async fn authenticate(&self, parts: &axum::http::request::Parts) -> Result<AuthUser, AuthError> {
 ///         match parts.headers.get("x-api-key") {
 ///             Some(k) if k.as_bytes() == self.0.as_bytes() => {
 ///                 Ok(AuthUser::user(Owner::new("acme", "ops")))

@@ -7,7 +7,7 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod openapi;
-pub mod router;
+mod router;
 pub mod routes;
 pub mod sse;
 pub mod webhooks;

@@ -144,7 +144,7 @@ impl ApiState {
     }
 }
 
-/// Builds the API's [`Router`]. [`crate::router`] is the short form with every
+/// Builds the API's [`Router`]. [`crate::router()`] is the short form with every
 /// default and no webhooks.
 pub struct ApiRouter {
     api: Api,
