@@ -19,14 +19,13 @@ use callcat_core::{InMemoryCallStore, InMemoryTranscriptStore, InMemoryWindowSto
 use callcat_dynamo::DynamoStores;
 use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
 use callcat_retell::RetellProvider;
-use callcat_twilio::TwilioProvider;
+use callcat_twilio::{TwilioProvider, TwilioRoutes};
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::server::{Background, Server};
-use crate::twilio_hooks::{self, TwilioHooks};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +70,6 @@ pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_BODY_LIMIT: usize = callcat_axum::DEFAULT_BODY_LIMIT;
 /// Largest webhook body (providers send whole call objects with transcripts).
 pub const WEBHOOK_BODY_LIMIT: usize = callcat_axum::WEBHOOK_BODY_LIMIT;
-
-/// Where Twilio posts status callbacks (the provider's default callback path).
-const TWILIO_STATUS_PATH: &str = "/webhooks/twilio/status";
 
 /// Builds a [`Server`]; [`ServerBuilder::build`] validates and connects.
 pub struct ServerBuilder {
@@ -223,10 +219,7 @@ impl ServerBuilder {
                     b = b.base_url(u.as_str().trim_end_matches('/'));
                 }
                 let p = b.build()?;
-                twilio = Some(TwilioHooks {
-                    verifier: p.webhook_verifier(),
-                    urls: p.callback_urls().clone(),
-                });
+                twilio = Some(TwilioRoutes::new(&p));
                 Arc::new(p)
             }
         };
@@ -276,17 +269,15 @@ impl ServerBuilder {
             .public_base_url(&base_url)
             .webhook_observer(Arc::new(ops::WebhookCounter(metrics.clone())))
             .shutdown_signal(stop_rx)
-            .merge(ops::metrics_routes(metrics.clone(), tracker))
-            .merge(twilio_hooks::routes(twilio.clone()));
+            .merge(ops::metrics_routes(metrics.clone(), tracker));
         // Every provider's webhook paths are routed; an unconfigured one answers 404.
         http = match retell {
             Some(v) => http.webhook("retell", Arc::new(v)),
             None => http.unconfigured_webhook("/webhooks/retell", "retell"),
         };
-        http = match &twilio {
-            Some(h) => http.webhook_at(TWILIO_STATUS_PATH, "twilio", Arc::new(h.verifier.clone())),
-            None => http.unconfigured_webhook(TWILIO_STATUS_PATH, "twilio"),
-        };
+        http = twilio
+            .unwrap_or_else(TwilioRoutes::unconfigured)
+            .register(http);
         let router: Router = http.build()?.layer(middleware::from_fn_with_state(
             metrics.clone(),
             ops::count_http,

@@ -8,7 +8,6 @@ pub mod config;
 pub mod metrics;
 pub mod ops;
 pub mod server;
-pub mod twilio_hooks;
 
 pub use app::{AppState, ServerBuilder, StartError};
 pub use callcat_axum::{ApiError, ApiResult, AuthUser, Claims, JwtAuthenticator};

@@ -1,9 +1,10 @@
-//! Twilio's callbacks beyond status callbacks (which callcat-axum's generic
-//! webhook route serves with the Twilio verifier): real-time transcription and
-//! the TwiML conversation flow (TwiML fetches and speech gather callbacks).
-//! Every request is rate limited and verified with `X-Twilio-Signature` over
-//! the public URL first. [`routes`] is merged into the callcat-axum router, so
-//! they share its state, rate limit, error shape and OpenAPI document.
+//! Twilio's callbacks as routes of callcat-axum's router (feature `axum`):
+//! [`TwilioRoutes::register`] adds the status callback (callcat-axum's generic
+//! webhook route with the [`TwilioWebhookVerifier`]), real-time transcription
+//! and the TwiML conversation flow (TwiML fetches and speech gather callbacks)
+//! at the provider's [`CallbackPaths`]. Every request is rate limited and
+//! verified with `X-Twilio-Signature` over its public URL first; the routes
+//! share the router's state, rate limit, error shape and OpenAPI document.
 
 use std::sync::Arc;
 
@@ -12,39 +13,125 @@ use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, post};
 use callcat_axum::error::{ApiError, ErrorBody};
 use callcat_axum::webhooks::{WebhookAck, refused, rejected};
-use callcat_axum::{ApiState, WEBHOOK_BODY_LIMIT};
+use callcat_axum::{ApiRouter, ApiState, WEBHOOK_BODY_LIMIT};
 use callcat_core::{Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest};
-use callcat_twilio::{CallbackUrls, ConversationFlow, TranscriptionEvent, TwilioWebhookVerifier};
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::openapi::HttpMethod;
+use utoipa::openapi::path::Operation;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-/// Twilio's verifier and the callback URLs the flow renders.
-#[derive(Debug, Clone)]
-pub struct TwilioHooks {
-    /// Checks `X-Twilio-Signature`.
-    pub verifier: TwilioWebhookVerifier,
-    /// Where Twilio calls back.
-    pub urls: CallbackUrls,
-}
+use crate::{
+    CallbackPaths, CallbackUrls, ConversationFlow, TranscriptionEvent, TwilioProvider,
+    TwilioWebhookVerifier,
+};
 
 const PROVIDER: &str = "twilio";
+
+/// Twilio's verifier and the callback URLs the flow renders.
+#[derive(Debug)]
+struct TwilioHooks {
+    verifier: TwilioWebhookVerifier,
+    urls: CallbackUrls,
+}
 
 /// Twilio's hooks when Twilio is configured (the routes answer 404 otherwise).
 #[derive(Debug, Clone)]
 struct Configured(Option<Arc<TwilioHooks>>);
 
-/// The transcription, TwiML and gather routes, answering 404 when `hooks` is
-/// `None` (Twilio not configured), with the webhook body limit.
-pub fn routes(hooks: Option<TwilioHooks>) -> OpenApiRouter<ApiState> {
-    OpenApiRouter::new()
-        .routes(routes!(transcription))
-        .routes(routes!(twiml))
-        .routes(routes!(gather))
-        .layer(Extension(Configured(hooks.map(Arc::new))))
-        .layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT))
+/// Twilio's callback routes for a callcat-axum [`ApiRouter`].
+///
+/// ```no_run
+/// # fn demo(api: callcat_axum::Api, auth: std::sync::Arc<dyn callcat_axum::Authenticator>,
+/// #         twilio: &callcat_twilio::TwilioProvider) -> callcat_core::Result<axum::Router> {
+/// let router = callcat_twilio::TwilioRoutes::new(twilio)
+///     .register(callcat_axum::ApiRouter::new(api, auth))
+///     .build()?;
+/// # Ok(router)
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TwilioRoutes {
+    hooks: Option<Arc<TwilioHooks>>,
+    paths: CallbackPaths,
+}
+
+impl TwilioRoutes {
+    /// The routes of `provider`: verified with its auth token, at its
+    /// callback paths, rendering TwiML with its callback URLs.
+    pub fn new(provider: &TwilioProvider) -> Self {
+        let urls = provider.callback_urls().clone();
+        TwilioRoutes {
+            paths: urls.paths().clone(),
+            hooks: Some(Arc::new(TwilioHooks {
+                verifier: provider.webhook_verifier(),
+                urls,
+            })),
+        }
+    }
+
+    /// The routes at the default paths, answering 404 because Twilio is not
+    /// configured, so that the API's shape does not depend on the configuration.
+    pub fn unconfigured() -> Self {
+        TwilioRoutes {
+            hooks: None,
+            paths: CallbackPaths::default(),
+        }
+    }
+
+    /// Adds the status callback, transcription, TwiML and gather routes (and
+    /// their OpenAPI operations) to `router`.
+    pub fn register(self, router: ApiRouter) -> ApiRouter {
+        let router = match &self.hooks {
+            Some(h) => {
+                router.webhook_at(&self.paths.status, PROVIDER, Arc::new(h.verifier.clone()))
+            }
+            None => router.unconfigured_webhook(&self.paths.status, PROVIDER),
+        };
+        let call_path = |p: &str| p.replace("{call_id}", "{callId}");
+        let routes = OpenApiRouter::new();
+        let routes = documented(
+            routes,
+            &self.paths.transcription,
+            <__path_transcription as utoipa::Path>::operation(),
+            post(transcription),
+        );
+        let routes = documented(
+            routes,
+            &call_path(&self.paths.twiml),
+            <__path_twiml as utoipa::Path>::operation(),
+            post(twiml),
+        );
+        let routes = documented(
+            routes,
+            &call_path(&self.paths.gather),
+            <__path_gather as utoipa::Path>::operation(),
+            post(gather),
+        );
+        router.merge(
+            routes
+                .layer(Extension(Configured(self.hooks)))
+                .layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT)),
+        )
+    }
+}
+
+/// Routes `path` to `handler` and documents it with `op` (the handler's
+/// annotated operation), so a configured path is documented where it is served.
+fn documented(
+    mut routes: OpenApiRouter<ApiState>,
+    path: &str,
+    mut op: Operation,
+    handler: MethodRouter<ApiState>,
+) -> OpenApiRouter<ApiState> {
+    op.tags = Some(vec!["webhooks".to_owned()]);
+    routes
+        .get_openapi_mut()
+        .paths
+        .add_path_operation(path, vec![HttpMethod::Post], op);
+    routes.route(path, handler)
 }
 
 fn hooks(configured: &Configured) -> Result<&TwilioHooks, ApiError> {
@@ -254,7 +341,7 @@ async fn twiml(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let sid = callcat_twilio::FormFields::parse(&body)
+    let sid = crate::FormFields::parse(&body)
         .ok()
         .and_then(|f| f.get("CallSid").map(str::to_owned))
         .or_else(|| call.provider_call_id.clone())
