@@ -20,6 +20,7 @@ use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
+use callcat::axum::utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use callcat::axum::{Api, ApiRouter, AuthError, AuthUser, Authenticator, async_trait};
 use callcat::memory::in_memory_stores;
 use callcat::{
@@ -161,6 +162,10 @@ pub async fn build_app(
         .bus(bus)
         .build()?;
     let callcat = ApiRouter::new(api, Arc::new(keys.clone()))
+        // The OpenAPI document describes this app's authentication.
+        .security_scheme(SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
+            API_KEY_HEADER,
+        ))))
         .shutdown_signal(stopping)
         .build()?;
     let app = Router::new()

@@ -209,6 +209,9 @@ async fn the_openapi_document_names_the_mount_prefix() {
     let (st, doc) = send(&e.app, Method::GET, "/callcat/api/openapi.json", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(doc["servers"][0]["url"], "/callcat");
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "apiKey", "{scheme}");
+    assert_eq!(scheme["name"], embed::API_KEY_HEADER);
     let paths = doc["paths"].as_object().expect("paths");
     assert!(paths.contains_key("/api/calls"));
     assert!(paths.contains_key("/api/calls/{callId}"));

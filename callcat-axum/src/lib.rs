@@ -23,6 +23,10 @@ pub use error::{ApiError, ApiJson, ApiResult};
 pub use router::{ApiRouter, ApiState, DEFAULT_BODY_LIMIT, WEBHOOK_BODY_LIMIT};
 pub use webhooks::{RateLimiter, WebhookAck, WebhookObserver};
 
+/// The OpenAPI crates the router is built with (for [`ApiRouter::merge`] and
+/// [`ApiRouter::security_scheme`]), so embedders use the same versions.
+pub use {utoipa, utoipa_axum};
+
 /// The API over `api`, authenticating requests with `auth`, with the default
 /// limits and no provider webhooks: mount it anywhere (`Router::nest`). Use
 /// [`ApiRouter`] to register webhook verifiers or change the settings.
