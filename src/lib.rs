@@ -18,3 +18,7 @@ pub use callcat_retell as retell;
 /// The Twilio provider (feature `twilio`).
 #[cfg(feature = "twilio")]
 pub use callcat_twilio as twilio;
+
+/// The HTTP API as an embeddable axum router (feature `axum`).
+#[cfg(feature = "axum")]
+pub use callcat_axum as axum;

@@ -142,7 +142,8 @@ async fn a_dial_answered_during_the_drain_is_recorded() {
         .expect("clean shutdown");
     let call = s
         .server_state
-        .stores
+        .api
+        .stores()
         .calls
         .get(id)
         .await
@@ -164,7 +165,8 @@ async fn without_a_drain_shutdown_does_not_wait_for_the_provider() {
     drop(release);
     let call = s
         .server_state
-        .stores
+        .api
+        .stores()
         .calls
         .get(id)
         .await

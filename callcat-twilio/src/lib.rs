@@ -6,6 +6,8 @@
 mod client;
 mod config;
 pub mod flow;
+#[cfg(feature = "axum")]
+mod routes;
 pub mod signature;
 pub mod transcription;
 pub mod twiml;
@@ -19,6 +21,8 @@ pub use config::{
     DEFAULT_TWIML_PATH, STEP_PARAM, TwilioProviderBuilder,
 };
 pub use flow::{ConversationFlow, GatherTurn, render_call_twiml};
+#[cfg(feature = "axum")]
+pub use routes::TwilioRoutes;
 pub use signature::{SignatureError, compute_signature};
 pub use transcription::{TranscriptStage, TranscriptionEvent, TranscriptionUpdate};
 pub use webhook::{FormFields, TwilioWebhookError, TwilioWebhookVerifier, parse_status_callback};

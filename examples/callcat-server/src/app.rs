@@ -1,14 +1,14 @@
 //! Assembly: [`ServerBuilder`] turns a [`Config`] (plus, for tests, an injected
 //! clock and simulator timings) into a [`Server`]: stores, provider, scheduler,
-//! window planner, event ingestion, live tracking and the HTTP router.
+//! window planner, event ingestion, live tracking, and the HTTP API of
+//! [`callcat_axum`] with JWT authentication, metrics and the provider's webhooks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
+use callcat_axum::{Api, ApiRouter, JwtAuthenticator};
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
     CallService, Clock, EventIngestor, Limits, LiveTracker, PollerConfig, Scheduler, Simulator,
@@ -21,19 +21,13 @@ use callcat_core::{
 use callcat_dynamo::DynamoStores;
 use callcat_postgres::{PostgresOptions, PostgresStore, PostgresWakeupListener};
 use callcat_retell::RetellProvider;
-use callcat_twilio::TwilioProvider;
+use callcat_twilio::{TwilioProvider, TwilioRoutes};
 use tokio::sync::watch;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
-use crate::auth::JwtKeys;
 use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
-use crate::error::json_errors;
 use crate::metrics::Metrics;
-use crate::routes;
+use crate::ops;
 use crate::server::{Background, Server};
-use crate::webhooks::twilio::TwilioHooks;
-use crate::webhooks::{RateLimiter, Webhooks};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -50,33 +44,18 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Everything a request handler needs. Cheap to clone.
+/// The server's shared parts: the callcat services the API runs on, token
+/// signing and verification, and the counters. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// Owner-scoped call operations.
-    pub service: CallService,
-    /// The stores.
-    pub stores: Stores,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// Live updates.
-    pub bus: UpdateBus,
-    /// Active calls per tenant, and live subscriptions.
-    pub tracker: Arc<LiveTracker>,
-    /// Token verification.
-    pub jwt: JwtKeys,
+    /// The services the HTTP API calls.
+    pub api: Api,
+    /// Signs (development, tests) and verifies tokens.
+    pub jwt: JwtAuthenticator,
     /// Counters.
     pub metrics: Metrics,
-    /// Input limits.
-    pub limits: Limits,
-    /// Places the calls of call windows.
-    pub planner: WindowPlanner,
-    /// Webhook verifiers, ingestion and rate limit.
-    pub webhooks: Arc<Webhooks>,
     /// The externally visible base URL (no trailing slash).
     pub base_url: String,
-    /// Set to `true` when the server shuts down (ends event streams).
-    pub stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,9 +69,9 @@ impl std::fmt::Debug for AppState {
 /// How long a development-mode demo token is valid.
 pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest API request body (64 KiB) unless changed with [`ServerBuilder::body_limit`].
-pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_BODY_LIMIT: usize = callcat_axum::DEFAULT_BODY_LIMIT;
 /// Largest webhook body (providers send whole call objects with transcripts).
-pub const WEBHOOK_BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub const WEBHOOK_BODY_LIMIT: usize = callcat_axum::WEBHOOK_BODY_LIMIT;
 
 /// Builds a [`Server`]; [`ServerBuilder::build`] validates and connects.
 pub struct ServerBuilder {
@@ -242,10 +221,7 @@ impl ServerBuilder {
                     b = b.base_url(u.as_str().trim_end_matches('/'));
                 }
                 let p = b.build()?;
-                twilio = Some(TwilioHooks {
-                    verifier: p.webhook_verifier(),
-                    urls: p.callback_urls().clone(),
-                });
+                twilio = Some(TwilioRoutes::new(&p));
                 Arc::new(p)
             }
         };
@@ -253,7 +229,7 @@ impl ServerBuilder {
             Some(s) => (s.expose().as_bytes().to_vec(), false),
             None => (random_secret(), true),
         };
-        let jwt = JwtKeys::new(&jwt_secret, clock.clone());
+        let jwt = JwtAuthenticator::new(&jwt_secret, clock.clone());
         let dev_token = if dev_mode {
             Some(jwt.mint("demo", None, None, DEV_TOKEN_TTL)?)
         } else {
@@ -281,25 +257,40 @@ impl ServerBuilder {
         let metrics_task = metrics.follow_bus(&bus);
         let tracker = Arc::new(LiveTracker::start(stores.calls.clone(), &bus, 256).await?);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let webhooks = Arc::new(Webhooks {
-            ingestor: ingestor.clone(),
-            retell,
-            twilio,
-            limiter: RateLimiter::new(clock.clone(), self.webhook_rate.0, self.webhook_rate.1),
-        });
+        let api = Api::builder()
+            .service(service)
+            .stores(stores)
+            .clock(clock)
+            .bus(bus)
+            .tracker(tracker.clone())
+            .ingestor(ingestor.clone())
+            .planner(planner.clone())
+            .limits(limits)
+            .build()?;
+        let mut http = ApiRouter::new(api.clone(), Arc::new(jwt.clone()))
+            .body_limit(self.body_limit)
+            .webhook_rate_limit(self.webhook_rate.0, self.webhook_rate.1)
+            .public_base_url(&base_url)
+            .webhook_observer(Arc::new(ops::WebhookCounter(metrics.clone())))
+            .shutdown_signal(stop_rx)
+            .merge(ops::metrics_routes(metrics.clone(), tracker));
+        // Every provider's webhook paths are routed; an unconfigured one answers 404.
+        http = match retell {
+            Some(v) => http.webhook("retell", Arc::new(v)),
+            None => http.unconfigured_webhook("/webhooks/retell", "retell"),
+        };
+        http = twilio
+            .unwrap_or_else(TwilioRoutes::unconfigured)
+            .register(http);
+        let router: Router = http.build()?.layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            ops::count_http,
+        ));
         let state = AppState {
-            service,
-            stores,
-            clock,
-            bus,
-            tracker,
+            api,
             jwt,
             metrics,
-            limits,
-            planner: planner.clone(),
-            webhooks,
             base_url,
-            stopping: stop_rx,
         };
         let background = Background {
             scheduler,
@@ -313,7 +304,7 @@ impl ServerBuilder {
             pg_listener,
         };
         Ok(Server::new(
-            router(state.clone(), self.body_limit),
+            router,
             state,
             self.config,
             background,
@@ -405,27 +396,4 @@ fn random_secret() -> Vec<u8> {
     let mut bytes = vec![0u8; 32];
     rand::rngs::StdRng::from_os_rng().fill_bytes(&mut bytes);
     bytes
-}
-
-/// The HTTP routes with their layers: API bodies are limited to `body_limit`,
-/// webhook bodies to [`WEBHOOK_BODY_LIMIT`].
-pub fn router(state: AppState, body_limit: usize) -> Router {
-    let api = routes::api().layer(RequestBodyLimitLayer::new(body_limit));
-    let hooks = routes::webhooks().layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT));
-    api.merge(hooks)
-        .layer(middleware::from_fn_with_state(state.clone(), count_http))
-        .layer(middleware::from_fn(json_errors))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-async fn count_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let resp = next.run(req).await;
-    state.metrics.http(&route, resp.status().as_u16());
-    resp
 }

@@ -1,23 +1,17 @@
 #![doc = include_str!("../README.md")]
-//! callcat-server: the example server's library — configuration, auth, the HTTP
-//! API, webhooks, live events and metrics — assembled by [`ServerBuilder`].
+//! callcat-server: the example server's library — configuration, the choice of
+//! store and provider, metrics, and the HTTP API of [`callcat_axum`] with JWT
+//! authentication — assembled by [`ServerBuilder`].
 
 pub mod app;
-pub mod auth;
 pub mod config;
-pub mod dto;
-pub mod error;
 pub mod metrics;
-pub mod openapi;
-pub mod routes;
+pub mod ops;
 pub mod server;
-pub mod sse;
-pub mod webhooks;
 
 pub use app::{AppState, ServerBuilder, StartError};
-pub use auth::{AuthUser, Claims, JwtKeys};
+pub use callcat_axum::{ApiError, ApiResult, AuthUser, Claims, JwtAuthenticator};
 pub use config::{Config, ConfigError, DispatchConfig, StoreConfig, TelephonyConfig};
-pub use error::{ApiError, ApiResult};
 pub use metrics::Metrics;
 pub use server::{RunningServer, Server};
 

@@ -4,7 +4,6 @@
 //! ends event streams, gives the dials in flight up to the drain time to finish
 //! and stops every background task.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -283,14 +282,4 @@ impl RunningServer {
             Err(e) => Err(callcat_core::Error::internal(format!("server task failed: {e}")).into()),
         }
     }
-}
-
-/// Active calls per tenant, for the metrics gauge.
-pub(crate) fn active_by_tenant(state: &AppState) -> BTreeMap<String, usize> {
-    state
-        .tracker
-        .counts()
-        .into_iter()
-        .map(|(t, n)| (t.as_str().to_owned(), n))
-        .collect()
 }

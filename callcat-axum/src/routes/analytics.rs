@@ -14,10 +14,10 @@ use callcat_core::store::MAX_PAGE_SIZE;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{from_ms, ms};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::router::ApiState;
 
 /// The query.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,7 +115,7 @@ impl AnalyticsDto {
     security(("bearer" = []))
 )]
 pub async fn analytics(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Query(p): Query<AnalyticsParams>,
 ) -> ApiResult<Json<AnalyticsDto>> {
@@ -137,7 +137,7 @@ pub async fn analytics(
     };
     let tenant = &user.owner.tenant;
     let calls = state.stores.calls.as_ref();
-    if user.admin {
+    if user.is_admin() {
         let a = tenant_analytics(calls, tenant, from, to, now, tz).await?;
         return Ok(Json(AnalyticsDto::of(a, ms(from), ms(to), "tenant")));
     }

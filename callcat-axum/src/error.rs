@@ -201,6 +201,11 @@ fn missing_field(msg: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
+/// The fallback: an unknown route, in the error shape.
+pub async fn route_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
 /// Middleware: gives error responses that did not come from our handlers (unknown
 /// routes, wrong methods, the body-limit layer) the JSON error shape.
 pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {

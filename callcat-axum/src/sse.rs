@@ -13,10 +13,10 @@ use futures::Stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{CallDto, SegmentDto};
 use crate::error::ErrorBody;
+use crate::router::ApiState;
 
 /// Data of a `transcript.updated` event.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -41,7 +41,7 @@ pub struct LaggedDto {
 
 /// Whether `user` may see updates of `owner`.
 pub fn visible(user: &AuthUser, owner: &Owner) -> bool {
-    if user.admin {
+    if user.is_admin() {
         owner.tenant == user.owner.tenant
     } else {
         *owner == user.owner
@@ -93,7 +93,7 @@ fn lagged(missed: u64) -> Event {
 
 struct Feed {
     live: LiveSubscription,
-    stopping: tokio::sync::watch::Receiver<bool>,
+    state: ApiState,
     user: AuthUser,
     started: bool,
 }
@@ -108,7 +108,7 @@ struct Feed {
     security(("bearer" = []))
 )]
 pub async fn stream(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let feed = Feed {
@@ -116,7 +116,7 @@ pub async fn stream(
         live: state
             .tracker
             .subscribe(LiveScope::Tenant(user.owner.tenant.clone())),
-        stopping: state.stopping.clone(),
+        state: state.clone(),
         user,
         started: false,
     };
@@ -126,11 +126,11 @@ pub async fn stream(
             return Some((Ok(Event::default().event("stream.ready").data("{}")), f));
         }
         loop {
-            if *f.stopping.borrow() {
+            if f.state.is_stopping() {
                 return None;
             }
             let next = tokio::select! {
-                _ = f.stopping.wait_for(|s| *s) => return None,
+                _ = f.state.stopping() => return None,
                 r = f.live.recv() => r,
             };
             match next {

@@ -8,10 +8,10 @@ use callcat_core::{ActiveCall, LiveScope};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{CountDto, ms};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::router::ApiState;
 use crate::routes::calls::call_id;
 
 /// An active call, as live views show it (no phone number).
@@ -66,8 +66,8 @@ impl ActiveCallDto {
 
 /// The active calls `user` may see, most recently started first: an admin's
 /// cover every tenant, a user's are their own.
-pub fn visible_active(state: &AppState, user: &AuthUser) -> Vec<ActiveCall> {
-    if user.admin {
+pub fn visible_active(state: &ApiState, user: &AuthUser) -> Vec<ActiveCall> {
+    if user.is_admin() {
         state.tracker.active(&LiveScope::All)
     } else {
         state
@@ -89,7 +89,7 @@ pub fn visible_active(state: &AppState, user: &AuthUser) -> Vec<ActiveCall> {
     security(("bearer" = []))
 )]
 pub async fn list_active(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<ActiveCallDto>>> {
     let now = state.clock.now();
@@ -111,10 +111,10 @@ pub async fn list_active(
     security(("bearer" = []))
 )]
 pub async fn count_active(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
 ) -> ApiResult<Json<CountDto>> {
-    let count = if user.admin {
+    let count = if user.is_admin() {
         state.tracker.total()
     } else {
         visible_active(&state, &user).len()
@@ -133,18 +133,18 @@ pub async fn count_active(
     security(("bearer" = []))
 )]
 pub async fn get_active(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ActiveCallDto>> {
     let id = call_id(&id)?;
-    let scope = if user.admin {
+    let scope = if user.is_admin() {
         LiveScope::All
     } else {
         LiveScope::Tenant(user.owner.tenant.clone())
     };
     match state.tracker.get(&scope, id) {
-        Some(c) if user.admin || c.owner == user.owner => {
+        Some(c) if user.is_admin() || c.owner == user.owner => {
             Ok(Json(ActiveCallDto::of(&c, state.clock.now())))
         }
         _ => Err(ApiError::not_found(format!("no active call {id}"))),

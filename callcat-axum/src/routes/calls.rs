@@ -10,12 +10,12 @@ use callcat_core::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{
     CallDto, CallListDto, CreateCallRequest, EditCallRequest, PutTranscriptRequest, TranscriptDto,
 };
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::router::ApiState;
 
 /// Default page size of `GET /api/calls`.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -43,7 +43,7 @@ pub(crate) fn call_id(raw: &str) -> ApiResult<CallId> {
     security(("bearer" = []))
 )]
 pub async fn create_call(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateCallRequest>,
@@ -94,7 +94,7 @@ pub struct ListParams {
     security(("bearer" = []))
 )]
 pub async fn list_calls(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<CallListDto>> {
@@ -150,7 +150,7 @@ pub async fn list_calls(
     security(("bearer" = []))
 )]
 pub async fn get_call(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CallDto>> {
@@ -172,7 +172,7 @@ pub async fn get_call(
     security(("bearer" = []))
 )]
 pub async fn edit_call(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<EditCallRequest>,
@@ -195,7 +195,7 @@ pub async fn edit_call(
     security(("bearer" = []))
 )]
 pub async fn delete_call(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -215,7 +215,7 @@ pub async fn delete_call(
     security(("bearer" = []))
 )]
 pub async fn cancel_call(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CallDto>> {
@@ -234,7 +234,7 @@ pub async fn cancel_call(
     security(("bearer" = []))
 )]
 pub async fn get_transcript(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TranscriptDto>> {
@@ -263,7 +263,7 @@ pub async fn get_transcript(
     security(("bearer" = []))
 )]
 pub async fn put_transcript(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PutTranscriptRequest>,
@@ -309,7 +309,7 @@ pub async fn put_transcript(
     security(("bearer" = []))
 )]
 pub async fn live_transcript(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(provider_id): Path<String>,
 ) -> ApiResult<Json<TranscriptDto>> {

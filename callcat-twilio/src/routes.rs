@@ -1,37 +1,143 @@
-//! Twilio's callbacks: status callbacks (→ the ingestor), real-time
-//! transcription, and the TwiML conversation flow (TwiML fetches and speech
-//! gather callbacks). Every request is verified with `X-Twilio-Signature` over
-//! the public URL first.
+//! Twilio's callbacks as routes of callcat-axum's router (feature `axum`):
+//! [`TwilioRoutes::register`] adds the status callback (callcat-axum's generic
+//! webhook route with the [`TwilioWebhookVerifier`]), real-time transcription
+//! and the TwiML conversation flow (TwiML fetches and speech gather callbacks)
+//! at the provider's [`CallbackPaths`]. Every request is rate limited and
+//! verified with `X-Twilio-Signature` over its public URL first; the routes
+//! share the router's state, rate limit, error shape and OpenAPI document.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use callcat_core::{
-    Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest, WebhookVerifier as _,
+use axum::routing::{MethodRouter, post};
+use callcat_axum::error::{ApiError, ErrorBody};
+use callcat_axum::webhooks::{WebhookAck, refused, rejected};
+use callcat_axum::{ApiRouter, ApiState, WEBHOOK_BODY_LIMIT};
+use callcat_core::{Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest};
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa::openapi::HttpMethod;
+use utoipa::openapi::path::Operation;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    CallbackPaths, CallbackUrls, ConversationFlow, TranscriptionEvent, TwilioProvider,
+    TwilioWebhookVerifier,
 };
-use callcat_twilio::{CallbackUrls, ConversationFlow, TranscriptionEvent, TwilioWebhookVerifier};
-
-use crate::app::AppState;
-use crate::error::{ApiError, ErrorBody};
-use crate::webhooks::{WebhookAck, ingest_all, refused, rejected, target};
-
-/// Twilio's verifier and the callback URLs the flow renders.
-#[derive(Debug, Clone)]
-pub struct TwilioHooks {
-    /// Checks `X-Twilio-Signature`.
-    pub verifier: TwilioWebhookVerifier,
-    /// Where Twilio calls back.
-    pub urls: CallbackUrls,
-}
 
 const PROVIDER: &str = "twilio";
 
-fn hooks(state: &AppState) -> Result<&TwilioHooks, ApiError> {
-    state
-        .webhooks
-        .twilio
-        .as_ref()
+/// Twilio's verifier and the callback URLs the flow renders.
+#[derive(Debug)]
+struct TwilioHooks {
+    verifier: TwilioWebhookVerifier,
+    urls: CallbackUrls,
+}
+
+/// Twilio's hooks when Twilio is configured (the routes answer 404 otherwise).
+#[derive(Debug, Clone)]
+struct Configured(Option<Arc<TwilioHooks>>);
+
+/// Twilio's callback routes for a callcat-axum [`ApiRouter`].
+///
+/// ```no_run
+/// # fn demo(api: callcat_axum::Api, auth: std::sync::Arc<dyn callcat_axum::Authenticator>,
+/// #         twilio: &callcat_twilio::TwilioProvider) -> callcat_core::Result<axum::Router> {
+/// let router = callcat_twilio::TwilioRoutes::new(twilio)
+///     .register(callcat_axum::ApiRouter::new(api, auth))
+///     .build()?;
+/// # Ok(router)
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct TwilioRoutes {
+    hooks: Option<Arc<TwilioHooks>>,
+    paths: CallbackPaths,
+}
+
+impl TwilioRoutes {
+    /// The routes of `provider`: verified with its auth token, at its
+    /// callback paths, rendering TwiML with its callback URLs.
+    pub fn new(provider: &TwilioProvider) -> Self {
+        let urls = provider.callback_urls().clone();
+        TwilioRoutes {
+            paths: urls.paths().clone(),
+            hooks: Some(Arc::new(TwilioHooks {
+                verifier: provider.webhook_verifier(),
+                urls,
+            })),
+        }
+    }
+
+    /// The routes at the default paths, answering 404 because Twilio is not
+    /// configured, so that the API's shape does not depend on the configuration.
+    pub fn unconfigured() -> Self {
+        TwilioRoutes {
+            hooks: None,
+            paths: CallbackPaths::default(),
+        }
+    }
+
+    /// Adds the status callback, transcription, TwiML and gather routes (and
+    /// their OpenAPI operations) to `router`.
+    pub fn register(self, router: ApiRouter) -> ApiRouter {
+        let router = match &self.hooks {
+            Some(h) => {
+                router.webhook_at(&self.paths.status, PROVIDER, Arc::new(h.verifier.clone()))
+            }
+            None => router.unconfigured_webhook(&self.paths.status, PROVIDER),
+        };
+        let call_path = |p: &str| p.replace("{call_id}", "{callId}");
+        let routes = OpenApiRouter::new();
+        let routes = documented(
+            routes,
+            &self.paths.transcription,
+            <__path_transcription as utoipa::Path>::operation(),
+            post(transcription),
+        );
+        let routes = documented(
+            routes,
+            &call_path(&self.paths.twiml),
+            <__path_twiml as utoipa::Path>::operation(),
+            post(twiml),
+        );
+        let routes = documented(
+            routes,
+            &call_path(&self.paths.gather),
+            <__path_gather as utoipa::Path>::operation(),
+            post(gather),
+        );
+        router.merge(
+            routes
+                .layer(Extension(Configured(self.hooks)))
+                .layer(RequestBodyLimitLayer::new(WEBHOOK_BODY_LIMIT)),
+        )
+    }
+}
+
+/// Routes `path` to `handler` and documents it with `op` (the handler's
+/// annotated operation), so a configured path is documented where it is served.
+fn documented(
+    mut routes: OpenApiRouter<ApiState>,
+    path: &str,
+    mut op: Operation,
+    handler: MethodRouter<ApiState>,
+) -> OpenApiRouter<ApiState> {
+    op.tags = Some(vec!["webhooks".to_owned()]);
+    routes
+        .get_openapi_mut()
+        .paths
+        .add_path_operation(path, vec![HttpMethod::Post], op);
+    routes.route(path, handler)
+}
+
+fn hooks(configured: &Configured) -> Result<&TwilioHooks, ApiError> {
+    configured
+        .0
+        .as_deref()
         .ok_or_else(|| ApiError::not_found("twilio webhooks are not configured on this server"))
 }
 
@@ -44,52 +150,14 @@ fn xml(body: String) -> Response {
         .into_response()
 }
 
-/// Twilio call progress, answering-machine and recording callbacks.
-#[utoipa::path(
-    post, path = "/webhooks/twilio/status", tag = "webhooks",
-    params(("callcat_call_id" = Option<String>, Query, description = "Our call id")),
-    request_body(content = String, description = "Twilio's form-encoded status callback", content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 200, description = "Verified and applied", body = WebhookAck),
-        (status = 400, description = "Signed but unreadable", body = ErrorBody),
-        (status = 401, description = "Bad or missing signature; nothing stored", body = ErrorBody),
-        (status = 404, description = "Twilio is not configured", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-    )
-)]
-pub async fn status(
-    State(state): State<AppState>,
-    uri: OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(r) = refused(&state, PROVIDER) {
-        return r;
-    }
-    let hooks = match hooks(&state) {
-        Ok(h) => h,
-        Err(e) => return e.into_response(),
-    };
-    let url = target(&uri);
-    let req = WebhookRequest {
-        url: &url,
-        headers: &headers,
-        body: &body,
-    };
-    match hooks.verifier.verify_and_parse(req, state.clock.now()) {
-        Ok(events) => ingest_all(&state, PROVIDER, &events).await,
-        Err(e) => rejected(&state, PROVIDER, e),
-    }
-}
-
-async fn call_for(state: &AppState, call_id: Option<CallId>, sid: &str) -> Option<Call> {
+async fn call_for(state: &ApiState, call_id: Option<CallId>, sid: &str) -> Option<Call> {
     if let Some(id) = call_id
-        && let Ok(Some(c)) = state.stores.calls.get(id).await
+        && let Ok(Some(c)) = state.stores().calls.get(id).await
     {
         return Some(c);
     }
     state
-        .stores
+        .stores()
         .calls
         .find_by_provider_call_id(sid)
         .await
@@ -100,7 +168,7 @@ async fn call_for(state: &AppState, call_id: Option<CallId>, sid: &str) -> Optio
 /// Appends `new` to the call's transcript through the ingestor, unless the
 /// transcript already ends with it (Twilio resends callbacks).
 async fn append(
-    state: &AppState,
+    state: &ApiState,
     call: &Call,
     sid: &str,
     new: &[TranscriptSegment],
@@ -108,9 +176,9 @@ async fn append(
     if new.is_empty() {
         return Ok(());
     }
-    let now = state.clock.now();
+    let now = state.clock().now();
     let mut segments = state
-        .stores
+        .stores()
         .transcripts
         .get(call.id, now)
         .await?
@@ -121,8 +189,7 @@ async fn append(
     }
     segments.extend_from_slice(new);
     state
-        .webhooks
-        .ingestor
+        .ingestor()
         .store_transcript(call.id, &call.owner, sid, &segments)
         .await?;
     Ok(())
@@ -140,8 +207,9 @@ async fn append(
         (status = 404, description = "Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn transcription(
-    State(state): State<AppState>,
+async fn transcription(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
@@ -149,11 +217,11 @@ pub async fn transcription(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -164,14 +232,14 @@ pub async fn transcription(
         Err(e) => return rejected(&state, PROVIDER, e.into()),
     };
     let TranscriptionEvent::Content(u) = event else {
-        state.metrics.webhook(PROVIDER, "accepted");
+        state.observe_webhook(PROVIDER, "accepted");
         return axum::Json(WebhookAck {
             results: vec!["ignored".into()],
         })
         .into_response();
     };
     let Some(call) = call_for(&state, u.call_id, &u.call_sid).await else {
-        state.metrics.webhook(PROVIDER, "accepted");
+        state.observe_webhook(PROVIDER, "accepted");
         return axum::Json(WebhookAck {
             results: vec!["unknown_call".into()],
         })
@@ -181,7 +249,7 @@ pub async fn transcription(
         match append(&state, &call, &u.call_sid, std::slice::from_ref(&u.segment)).await {
             Ok(()) => "transcript_updated",
             Err(e) => {
-                state.metrics.webhook(PROVIDER, "error");
+                state.observe_webhook(PROVIDER, "error");
                 tracing::error!(error = %e, "transcription could not be stored");
                 return ApiError::from(callcat_core::Error::unavailable(
                     "the transcription could not be stored; send it again",
@@ -191,16 +259,16 @@ pub async fn transcription(
         }
     } else {
         let mut segments = state
-            .stores
+            .stores()
             .transcripts
-            .get(call.id, state.clock.now())
+            .get(call.id, state.clock().now())
             .await
             .ok()
             .flatten()
             .map(|t| t.segments)
             .unwrap_or_default();
         segments.push(u.segment.clone());
-        state.bus.publish(CallUpdate::Transcript {
+        state.bus().publish(CallUpdate::Transcript {
             call_id: call.id,
             owner: call.owner.clone(),
             provider_call_id: Some(u.call_sid.clone()),
@@ -209,19 +277,19 @@ pub async fn transcription(
         });
         "partial_published"
     };
-    state.metrics.webhook(PROVIDER, "accepted");
+    state.observe_webhook(PROVIDER, "accepted");
     axum::Json(WebhookAck {
         results: vec![result.into()],
     })
     .into_response()
 }
 
-async fn flow_call(state: &AppState, raw_id: &str) -> Result<(Call, ConversationFlow), ApiError> {
+async fn flow_call(state: &ApiState, raw_id: &str) -> Result<(Call, ConversationFlow), ApiError> {
     let id: CallId = raw_id
         .parse()
         .map_err(|_| ApiError::not_found(format!("call {raw_id} not found")))?;
     let call = state
-        .stores
+        .stores()
         .calls
         .get(id)
         .await?
@@ -244,8 +312,9 @@ async fn flow_call(state: &AppState, raw_id: &str) -> Result<(Call, Conversation
         (status = 404, description = "Unknown call, or Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn twiml(
-    State(state): State<AppState>,
+async fn twiml(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     Path(call_id): Path<String>,
     uri: OriginalUri,
     headers: HeaderMap,
@@ -254,11 +323,11 @@ pub async fn twiml(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -272,7 +341,7 @@ pub async fn twiml(
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let sid = callcat_twilio::FormFields::parse(&body)
+    let sid = crate::FormFields::parse(&body)
         .ok()
         .and_then(|f| f.get("CallSid").map(str::to_owned))
         .or_else(|| call.provider_call_id.clone())
@@ -289,7 +358,7 @@ pub async fn twiml(
     }
     match flow.render_step(&hooks.urls, call.id, step) {
         Ok(doc) => {
-            state.metrics.webhook(PROVIDER, "accepted");
+            state.observe_webhook(PROVIDER, "accepted");
             xml(doc)
         }
         Err(e) => rejected(&state, PROVIDER, e),
@@ -309,8 +378,9 @@ pub async fn twiml(
         (status = 404, description = "Unknown call, or Twilio is not configured", body = ErrorBody),
     )
 )]
-pub async fn gather(
-    State(state): State<AppState>,
+async fn gather(
+    State(state): State<ApiState>,
+    Extension(configured): Extension<Configured>,
     Path(call_id): Path<String>,
     uri: OriginalUri,
     headers: HeaderMap,
@@ -319,12 +389,12 @@ pub async fn gather(
     if let Some(r) = refused(&state, PROVIDER) {
         return r;
     }
-    let hooks = match hooks(&state) {
+    let hooks = match hooks(&configured) {
         Ok(h) => h,
         Err(e) => return e.into_response(),
     };
     // Verify before reading anything the request names.
-    let url = target(&uri);
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
@@ -346,7 +416,7 @@ pub async fn gather(
         said.push(flow.closing_segment());
     }
     if let Err(e) = append(&state, &call, &turn.call_sid, &said).await {
-        state.metrics.webhook(PROVIDER, "error");
+        state.observe_webhook(PROVIDER, "error");
         tracing::error!(error = %e, "gather answer could not be stored");
         return ApiError::from(callcat_core::Error::unavailable(
             "the answer could not be stored; send it again",
@@ -355,7 +425,7 @@ pub async fn gather(
     }
     match flow.render_step(&hooks.urls, call.id, turn.next_step()) {
         Ok(doc) => {
-            state.metrics.webhook(PROVIDER, "accepted");
+            state.observe_webhook(PROVIDER, "accepted");
             xml(doc)
         }
         Err(e) => rejected(&state, PROVIDER, e),

@@ -1,9 +1,12 @@
-//! Provider webhooks: every request is rate limited, then verified (401 on a bad
-//! signature, nothing stored), then parsed and handed to the core
-//! [`EventIngestor`]. Retell posts to `/webhooks/retell`; Twilio's paths are in
-//! [`twilio`].
-
-pub mod twilio;
+//! Provider webhooks, without knowing any provider: a [`WebhookVerifier`]
+//! registered by provider name (see [`crate::ApiRouter::webhook`]) serves its
+//! path. Every request is rate limited, then verified (401 on a bad signature,
+//! nothing stored), then parsed, and every event is handed to the core
+//! [`EventIngestor`](callcat_core::EventIngestor).
+//!
+//! The helpers here ([`refused`], [`rejected`], [`ingest_all`]) are public so
+//! that provider-specific routes merged into the router (e.g. Twilio's TwiML
+//! flow) answer exactly as the generic ones do.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,15 +17,14 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use callcat_core::chrono::{DateTime, Utc};
-use callcat_core::{
-    Clock, ErrorKind, EventIngestor, ProviderEvent, WebhookRequest, WebhookVerifier,
-};
-use callcat_retell::RetellWebhookVerifier;
+use callcat_core::{Clock, ErrorKind, ProviderEvent, WebhookRequest, WebhookVerifier};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Operation, Parameter};
 
-use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::router::ApiState;
 
 /// A token bucket on the injected clock: `rate` requests per second, bursts of `burst`.
 pub struct RateLimiter {
@@ -69,25 +71,41 @@ impl RateLimiter {
     }
 }
 
-/// Webhook settings and verifiers.
-pub struct Webhooks {
-    /// Applies provider events.
-    pub ingestor: Arc<EventIngestor>,
-    /// Retell's verifier, when Retell is configured.
-    pub retell: Option<RetellWebhookVerifier>,
-    /// Twilio's, when Twilio is configured.
-    pub twilio: Option<twilio::TwilioHooks>,
-    /// Shared by every webhook route.
-    pub limiter: RateLimiter,
+/// Told the result of every webhook request, e.g. to count them.
+pub trait WebhookObserver: Send + Sync + 'static {
+    /// One request of `provider` ended with `result`: `accepted`,
+    /// `unauthorized`, `rate_limited`, `invalid` or `error`.
+    fn webhook(&self, provider: &str, result: &str);
 }
 
-impl std::fmt::Debug for Webhooks {
+/// One registered webhook path.
+pub(crate) struct WebhookRoute {
+    pub(crate) path: String,
+    pub(crate) provider: String,
+    pub(crate) verifier: Option<Arc<dyn WebhookVerifier>>,
+}
+
+impl WebhookRoute {
+    pub(crate) fn new(
+        path: &str,
+        provider: &str,
+        verifier: Option<Arc<dyn WebhookVerifier>>,
+    ) -> Self {
+        WebhookRoute {
+            path: path.to_owned(),
+            provider: provider.to_owned(),
+            verifier,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhooks")
-            .field("retell", &self.retell.is_some())
-            .field("twilio", &self.twilio.is_some())
-            .field("limiter", &self.limiter)
-            .finish_non_exhaustive()
+        f.debug_struct("WebhookRoute")
+            .field("path", &self.path)
+            .field("provider", &self.provider)
+            .field("configured", &self.verifier.is_some())
+            .finish()
     }
 }
 
@@ -99,10 +117,11 @@ pub struct WebhookAck {
     pub results: Vec<String>,
 }
 
-/// Rate limit: the 429 to answer when refused (counted).
-pub(crate) fn refused(state: &AppState, provider: &str) -> Option<Response> {
-    state.webhooks.limiter.try_acquire().err().map(|wait| {
-        state.metrics.webhook(provider, "rate_limited");
+/// Rate limit shared by every webhook route: the 429 to answer when this
+/// request is refused (reported to the observer), or `None` to go on.
+pub fn refused(state: &ApiState, provider: &str) -> Option<Response> {
+    state.webhook_limiter().try_acquire().err().map(|wait| {
+        state.observe_webhook(provider, "rate_limited");
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -116,35 +135,32 @@ pub(crate) fn refused(state: &AppState, provider: &str) -> Option<Response> {
     })
 }
 
-/// The answer to a failed verification or parse, counting it.
-pub(crate) fn rejected(state: &AppState, provider: &str, e: callcat_core::Error) -> Response {
+/// The answer to a failed verification (401) or parse (per the error's kind),
+/// reported to the observer.
+pub fn rejected(state: &ApiState, provider: &str, e: callcat_core::Error) -> Response {
     if e.kind() == ErrorKind::Unauthorized {
-        state.metrics.webhook(provider, "unauthorized");
+        state.observe_webhook(provider, "unauthorized");
         tracing::warn!(provider, error = %e, "webhook signature rejected");
         ApiError::unauthorized("webhook signature verification failed").into_response()
     } else {
-        state.metrics.webhook(provider, "invalid");
+        state.observe_webhook(provider, "invalid");
         tracing::warn!(provider, error = %e, "webhook could not be parsed");
         ApiError::from(e).into_response()
     }
 }
 
-/// Hands verified events to the ingestor; a store failure is a 503 so the
-/// provider sends the webhook again.
-pub(crate) async fn ingest_all(
-    state: &AppState,
-    provider: &str,
-    events: &[ProviderEvent],
-) -> Response {
+/// Hands verified events to the ingestor and answers [`WebhookAck`]; a store
+/// failure is a 503 so the provider sends the webhook again.
+pub async fn ingest_all(state: &ApiState, provider: &str, events: &[ProviderEvent]) -> Response {
     let mut results = Vec::with_capacity(events.len());
     for ev in events {
-        match state.webhooks.ingestor.ingest(ev).await {
+        match state.ingestor.ingest(ev).await {
             Ok(outcome) => {
                 tracing::debug!(provider, result = outcome.label(), "webhook event");
                 results.push(outcome.label().to_owned());
             }
             Err(e) => {
-                state.metrics.webhook(provider, "error");
+                state.observe_webhook(provider, "error");
                 tracing::error!(provider, error = %e, "webhook event could not be stored");
                 return ApiError::from(callcat_core::Error::unavailable(
                     "the event could not be stored; send it again",
@@ -153,61 +169,85 @@ pub(crate) async fn ingest_all(
             }
         }
     }
-    state.metrics.webhook(provider, "accepted");
+    state.observe_webhook(provider, "accepted");
     Json(WebhookAck { results }).into_response()
 }
 
-/// The request target as the server saw it (`/path?query`).
-pub(crate) fn target(uri: &OriginalUri) -> String {
-    uri.0
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| uri.0.path().to_owned())
-}
-
-fn not_configured(provider: &str) -> Response {
+/// 404 for a provider whose webhooks are routed but not configured.
+pub fn not_configured(provider: &str) -> Response {
     ApiError::not_found(format!(
         "{provider} webhooks are not configured on this server"
     ))
     .into_response()
 }
 
-/// Retell webhooks (`call_started`, `call_ended`, `call_analyzed`,
-/// `transcript_updated`), signed with `x-retell-signature`.
+/// A provider's webhooks (`/webhooks/{provider}` is the default path; the
+/// document lists each registered provider's path), verified with the
+/// provider's signature before they are parsed.
 #[utoipa::path(
-    post, path = "/webhooks/retell", tag = "webhooks",
-    request_body(content = String, description = "Retell's JSON webhook body, verbatim", content_type = "application/json"),
+    post, path = "/webhooks/{provider}", tag = "webhooks",
+    request_body(content = String, description = "The provider's webhook body, verbatim (JSON or form-encoded)", content_type = "application/json"),
     responses(
         (status = 200, description = "Verified and applied", body = WebhookAck),
         (status = 400, description = "Signed but unreadable", body = ErrorBody),
         (status = 401, description = "Bad or missing signature; nothing stored", body = ErrorBody),
-        (status = 404, description = "Retell is not configured", body = ErrorBody),
+        (status = 404, description = "The provider is not configured", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Could not store; resend", body = ErrorBody),
     )
 )]
-pub async fn retell(
-    State(state): State<AppState>,
+pub(crate) async fn provider_webhook(
+    State(state): State<ApiState>,
+    route: Arc<WebhookRoute>,
     uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(r) = refused(&state, "retell") {
+    let provider = route.provider.as_str();
+    if let Some(r) = refused(&state, provider) {
         return r;
     }
-    let Some(verifier) = &state.webhooks.retell else {
-        return not_configured("retell");
+    let Some(verifier) = &route.verifier else {
+        return not_configured(provider);
     };
-    let url = format!("{}{}", state.base_url, target(&uri));
+    let url = state.public_url(&uri, &headers);
     let req = WebhookRequest {
         url: &url,
         headers: &headers,
         body: &body,
     };
     match verifier.verify_and_parse(req, state.clock.now()) {
-        Ok(events) => ingest_all(&state, "retell", &events).await,
-        Err(e) => rejected(&state, "retell", e),
+        Ok(events) => ingest_all(&state, provider, &events).await,
+        Err(e) => rejected(&state, provider, e),
     }
+}
+
+/// The OpenAPI operation of one registered webhook path: the template of
+/// [`provider_webhook`], named for the provider.
+pub(crate) fn operation_for(route: &WebhookRoute) -> Operation {
+    let mut op = <__path_provider_webhook as utoipa::Path>::operation();
+    let provider = &route.provider;
+    op.tags = Some(vec!["webhooks".to_owned()]);
+    op.operation_id = Some(format!(
+        "webhook_{}",
+        route
+            .path
+            .trim_start_matches('/')
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
+    op.summary = Some(format!("{provider} webhooks"));
+    op.description = Some(if route.verifier.is_some() {
+        format!("Webhooks of {provider}, verified with its signature before they are parsed.")
+    } else {
+        format!("Webhooks of {provider}; {provider} is not configured here (404).")
+    });
+    if let Some(params) = &mut op.parameters {
+        params.retain(|p| !matches!(p, RefOr::T(Parameter { name, .. }) if name == "provider"));
+        if params.is_empty() {
+            op.parameters = None;
+        }
+    }
+    op
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use callcat_core::{CallTemplate, CallWindow, RecurringWindow, WindowId, WindowSc
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::dto::{CallFields, from_ms, ms};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::router::ApiState;
 
 /// `POST /api/call-windows`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -222,7 +222,7 @@ impl CreateWindowRequest {
     security(("bearer" = []))
 )]
 pub async fn create_window(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     ApiJson(body): ApiJson<CreateWindowRequest>,
 ) -> ApiResult<(StatusCode, Json<WindowDto>)> {
@@ -253,7 +253,7 @@ pub async fn create_window(
     security(("bearer" = []))
 )]
 pub async fn list_windows(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<WindowDto>>> {
     let ws = state.stores.windows.list(&user.owner).await?;
@@ -271,7 +271,7 @@ pub async fn list_windows(
     security(("bearer" = []))
 )]
 pub async fn delete_window(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
