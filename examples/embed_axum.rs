@@ -13,7 +13,6 @@
 //! `tests/embed_axum.rs` drives a call through this same app.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,11 +22,8 @@ use axum::routing::get;
 use callcat::axum::utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use callcat::axum::{Api, ApiRouter, AuthError, AuthUser, Authenticator, async_trait};
 use callcat::memory::in_memory_stores;
-use callcat::{
-    CallService, Clock, EventIngestor, LiveTracker, Owner, Scheduler, Simulator, SimulatorConfig,
-    SystemClock, UpdateBus, Wakeup, WindowPlanner,
-};
-use tokio::sync::{mpsc, watch};
+use callcat::{Clock, Engine, Owner, Simulator, SimulatorConfig, SystemClock};
+use tokio::sync::watch;
 
 /// The header this application authenticates with.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -84,84 +80,23 @@ async fn whoami(keys: ApiKeys, headers: HeaderMap) -> Result<String, (StatusCode
         .map_err(|e| (StatusCode::UNAUTHORIZED, e.to_string()))
 }
 
-/// The work that runs next to the HTTP API: the scheduler dials due calls and
-/// the simulator's call events are applied as webhooks would be.
-pub struct Background {
-    scheduler: Scheduler,
-    simulator: Simulator,
-    ingestor: Arc<EventIngestor>,
-}
-
-impl std::fmt::Debug for Background {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Background").finish_non_exhaustive()
-    }
-}
-
-impl Background {
-    /// Runs until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let (tx, mut events) = mpsc::channel(256);
-        let sim = tokio::spawn(self.simulator.run_events(tx));
-        let ingestor = self.ingestor;
-        let ingest = tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                if let Err(e) = ingestor.ingest(&ev).await {
-                    eprintln!("simulated event not stored: {e}");
-                }
-            }
-        });
-        if let Err(e) = self.scheduler.run(shutdown).await {
-            eprintln!("scheduler stopped: {e}");
-        }
-        sim.abort();
-        ingest.abort();
-    }
-}
-
 /// The application: its own routes plus callcat's API under `/callcat`, and
-/// the background work to run next to it. Event streams end when `stopping`
+/// the callcat engine to run next to it ([`Engine::run`]: scheduler, event
+/// delivery, poller, sweeper, planner). Event streams end when `stopping`
 /// becomes `true`.
 pub async fn build_app(
     clock: Arc<dyn Clock>,
     simulator: SimulatorConfig,
     keys: ApiKeys,
     stopping: watch::Receiver<bool>,
-) -> callcat::Result<(Router, Background)> {
-    let stores = in_memory_stores();
-    let bus = UpdateBus::default();
-    let wakeup = Wakeup::new();
-    let simulator = Simulator::new(clock.clone(), simulator);
-    let provider = Arc::new(simulator.clone());
-    let service = CallService::new(stores.calls.clone(), clock.clone(), wakeup.clone())
-        .with_provider(provider.clone())
-        .with_bus(bus.clone());
-    let scheduler = Scheduler::builder()
-        .store(stores.calls.clone())
-        .provider(provider)
-        .clock(clock.clone())
-        .wakeup(wakeup.clone())
-        .bus(bus.clone())
-        .build()?;
-    let ingestor = Arc::new(
-        EventIngestor::from_stores(&stores, bus.clone(), clock.clone()).with_wakeup(wakeup),
-    );
-    let api = Api::builder()
-        .planner(WindowPlanner::new(
-            stores.windows.clone(),
-            service.clone(),
-            clock.clone(),
-        ))
-        .tracker(Arc::new(
-            LiveTracker::start(stores.calls.clone(), &bus, 256).await?,
-        ))
-        .ingestor(ingestor.clone())
-        .service(service)
-        .stores(stores)
+) -> callcat::Result<(Router, Engine)> {
+    let engine = Engine::builder()
+        .stores(in_memory_stores())
+        .simulator(Simulator::new(clock.clone(), simulator))
         .clock(clock)
-        .bus(bus)
-        .build()?;
-    let callcat = ApiRouter::new(api, Arc::new(keys.clone()))
+        .build()
+        .await?;
+    let callcat = ApiRouter::new(Api::new(engine.clone()), Arc::new(keys.clone()))
         // The OpenAPI document describes this app's authentication.
         .security_scheme(SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
             API_KEY_HEADER,
@@ -175,14 +110,7 @@ pub async fn build_app(
             get(move |headers: HeaderMap| whoami(keys.clone(), headers)),
         )
         .nest("/callcat", callcat);
-    Ok((
-        app,
-        Background {
-            scheduler,
-            simulator,
-            ingestor,
-        },
-    ))
+    Ok((app, engine))
 }
 
 #[tokio::main]
@@ -191,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with("ada-key", Owner::new("acme", "ada"))
         .with("bob-key", Owner::new("acme", "bob"));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (app, background) = build_app(
+    let (app, engine) = build_app(
         Arc::new(SystemClock),
         SimulatorConfig::default(),
         keys,
@@ -201,7 +129,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let background = tokio::spawn(background.run(stopped(stop_rx.clone())));
+    let background = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.run(stopped(stop_rx)).await })
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!(
         "listening on http://{}; callcat's API is under /callcat (X-Api-Key: ada-key)",
@@ -213,6 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = stop_tx.send(true);
         })
         .await?;
-    let _ = background.await;
+    // The engine drains dials in flight before it returns.
+    background.await??;
     Ok(())
 }

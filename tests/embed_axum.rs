@@ -68,7 +68,7 @@ struct Embedded {
     app: Router,
     clock: ManualClock,
     stop: watch::Sender<bool>,
-    background: tokio::task::JoinHandle<()>,
+    background: tokio::task::JoinHandle<callcat::Result<()>>,
 }
 
 async fn start() -> Embedded {
@@ -77,7 +77,7 @@ async fn start() -> Embedded {
         .with(ADA, Owner::new("acme", "ada"))
         .with("bob-key", Owner::new("acme", "bob"));
     let (stop, stopping) = watch::channel(false);
-    let (app, background) = embed::build_app(
+    let (app, engine) = embed::build_app(
         Arc::new(clock.clone()),
         short_simulator(),
         keys,
@@ -86,9 +86,13 @@ async fn start() -> Embedded {
     .await
     .expect("app builds");
     let mut rx = stopping;
-    let background = tokio::spawn(background.run(async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let background = tokio::spawn(async move {
+        engine
+            .run(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
     Embedded {
         app,
         clock,
@@ -100,7 +104,10 @@ async fn start() -> Embedded {
 impl Embedded {
     async fn stop(self) {
         let _ = self.stop.send(true);
-        self.background.await.expect("background stops");
+        self.background
+            .await
+            .expect("background stops")
+            .expect("the engine stops cleanly");
     }
 
     /// Advances the manual clock a second at a time until the call is in

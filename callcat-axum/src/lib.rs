@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-pub use api::{Api, ApiBuilder};
+pub use api::Api;
 pub use async_trait::async_trait;
 pub use auth::{AuthError, AuthUser, Authenticator, Claims, JwtAuthenticator, Role};
 pub use error::{ApiError, ApiJson, ApiResult};

@@ -356,7 +356,7 @@ impl ApiRouter {
         let state = ApiState {
             inner: Arc::new(Inner {
                 limiter: RateLimiter::new(
-                    self.api.clock.clone(),
+                    self.api.clock().clone(),
                     self.webhook_rate.0,
                     self.webhook_rate.1,
                 ),

@@ -114,7 +114,7 @@ pub async fn stream(
     let feed = Feed {
         // Admins see their tenant; users their own calls within it (filtered below).
         live: state
-            .tracker
+            .tracker()
             .subscribe(LiveScope::Tenant(user.owner.tenant.clone())),
         state: state.clone(),
         user,

@@ -154,7 +154,7 @@ pub fn rejected(state: &ApiState, provider: &str, e: callcat_core::Error) -> Res
 pub async fn ingest_all(state: &ApiState, provider: &str, events: &[ProviderEvent]) -> Response {
     let mut results = Vec::with_capacity(events.len());
     for ev in events {
-        match state.ingestor.ingest(ev).await {
+        match state.ingestor().ingest(ev).await {
             Ok(outcome) => {
                 tracing::debug!(provider, result = outcome.label(), "webhook event");
                 results.push(outcome.label().to_owned());
@@ -216,7 +216,7 @@ pub(crate) async fn provider_webhook(
         headers: &headers,
         body: &body,
     };
-    match verifier.verify_and_parse(req, state.clock.now()) {
+    match verifier.verify_and_parse(req, state.clock().now()) {
         Ok(events) => ingest_all(&state, provider, &events).await,
         Err(e) => rejected(&state, provider, e),
     }

@@ -15,8 +15,8 @@ use callcat_axum::{Api, ApiRouter, JwtAuthenticator, WebhookObserver};
 use callcat_core::chrono::{DateTime, Utc};
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
-    CallService, Clock, Error, ErrorKind, EventIngestor, LiveTracker, ManualClock, ProviderEvent,
-    UpdateBus, Wakeup, WebhookRequest, WebhookVerifier, WindowPlanner,
+    Clock, Engine, Error, ErrorKind, ManualClock, ProviderEvent, Simulator, SimulatorConfig,
+    WebhookRequest, WebhookVerifier,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -26,32 +26,14 @@ use utoipa_axum::routes;
 const SECRET: &[u8] = b"router-test-secret-router-test-secret";
 
 async fn api(clock: Arc<dyn Clock>) -> Api {
-    let stores = in_memory_stores();
-    let bus = UpdateBus::default();
-    let service =
-        CallService::new(stores.calls.clone(), clock.clone(), Wakeup::new()).with_bus(bus.clone());
-    Api::builder()
-        .planner(WindowPlanner::new(
-            stores.windows.clone(),
-            service.clone(),
-            clock.clone(),
-        ))
-        .ingestor(Arc::new(EventIngestor::from_stores(
-            &stores,
-            bus.clone(),
-            clock.clone(),
-        )))
-        .tracker(Arc::new(
-            LiveTracker::start(stores.calls.clone(), &bus, 16)
-                .await
-                .expect("tracker"),
-        ))
-        .service(service)
-        .stores(stores)
+    let engine = Engine::builder()
+        .stores(in_memory_stores())
+        .simulator(Simulator::new(clock.clone(), SimulatorConfig::default()))
         .clock(clock)
-        .bus(bus)
         .build()
-        .expect("api")
+        .await
+        .expect("engine");
+    Api::new(engine)
 }
 
 /// Accepts requests whose `x-sig` is `good` (no events), remembering the URL
@@ -373,6 +355,4 @@ async fn the_builders_refuse_bad_settings() {
         field(base().webhook_at("/webhooks/{x}", "x", v).build()).as_deref(),
         Some("webhookPath")
     );
-    let missing = Api::builder().build().expect_err("incomplete");
-    assert_eq!(missing.field(), Some("service"));
 }

@@ -12,8 +12,8 @@ use axum::http::{Request, StatusCode};
 use callcat_axum::{Api, ApiRouter, JwtAuthenticator};
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
-    CallService, CallTemplate, Clock, EventIngestor, LiveTracker, ManualClock, NewCall, Owner,
-    PhoneNumber, UpdateBus, Wakeup, WindowPlanner,
+    CallTemplate, Clock, Engine, ManualClock, NewCall, Owner, PhoneNumber, Simulator,
+    SimulatorConfig,
 };
 use callcat_twilio::{CallbackPaths, TwilioProvider, TwilioRoutes, compute_signature};
 use serde_json::{Value, json};
@@ -25,32 +25,14 @@ const ORIGIN: &str = "https://calls.example.com";
 
 async fn api() -> Api {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_fixed_start());
-    let stores = in_memory_stores();
-    let bus = UpdateBus::default();
-    let service =
-        CallService::new(stores.calls.clone(), clock.clone(), Wakeup::new()).with_bus(bus.clone());
-    Api::builder()
-        .planner(WindowPlanner::new(
-            stores.windows.clone(),
-            service.clone(),
-            clock.clone(),
-        ))
-        .ingestor(Arc::new(EventIngestor::from_stores(
-            &stores,
-            bus.clone(),
-            clock.clone(),
-        )))
-        .tracker(Arc::new(
-            LiveTracker::start(stores.calls.clone(), &bus, 16)
-                .await
-                .expect("tracker"),
-        ))
-        .service(service)
-        .stores(stores)
+    let engine = Engine::builder()
+        .stores(in_memory_stores())
+        .simulator(Simulator::new(clock.clone(), SimulatorConfig::default()))
         .clock(clock)
-        .bus(bus)
         .build()
-        .expect("api")
+        .await
+        .expect("engine");
+    Api::new(engine)
 }
 
 fn provider(paths: CallbackPaths) -> TwilioProvider {

@@ -68,10 +68,10 @@ impl ActiveCallDto {
 /// cover every tenant, a user's are their own.
 pub fn visible_active(state: &ApiState, user: &AuthUser) -> Vec<ActiveCall> {
     if user.is_admin() {
-        state.tracker.active(&LiveScope::All)
+        state.tracker().active(&LiveScope::All)
     } else {
         state
-            .tracker
+            .tracker()
             .active(&LiveScope::Tenant(user.owner.tenant.clone()))
             .into_iter()
             .filter(|c| c.owner == user.owner)
@@ -92,7 +92,7 @@ pub async fn list_active(
     State(state): State<ApiState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<ActiveCallDto>>> {
-    let now = state.clock.now();
+    let now = state.clock().now();
     Ok(Json(
         visible_active(&state, &user)
             .iter()
@@ -115,7 +115,7 @@ pub async fn count_active(
     user: AuthUser,
 ) -> ApiResult<Json<CountDto>> {
     let count = if user.is_admin() {
-        state.tracker.total()
+        state.tracker().total()
     } else {
         visible_active(&state, &user).len()
     };
@@ -143,9 +143,9 @@ pub async fn get_active(
     } else {
         LiveScope::Tenant(user.owner.tenant.clone())
     };
-    match state.tracker.get(&scope, id) {
+    match state.tracker().get(&scope, id) {
         Some(c) if user.is_admin() || c.owner == user.owner => {
-            Ok(Json(ActiveCallDto::of(&c, state.clock.now())))
+            Ok(Json(ActiveCallDto::of(&c, state.clock().now())))
         }
         _ => Err(ApiError::not_found(format!("no active call {id}"))),
     }

@@ -119,7 +119,7 @@ pub async fn analytics(
     user: AuthUser,
     Query(p): Query<AnalyticsParams>,
 ) -> ApiResult<Json<AnalyticsDto>> {
-    let now = state.clock.now();
+    let now = state.clock().now();
     let to = p.to.map(|v| from_ms("to", v)).transpose()?.unwrap_or(now);
     let from = p
         .from
@@ -136,7 +136,7 @@ pub async fn analytics(
             .map_err(|_| ApiError::validation("timezone", format!("unknown time zone {z:?}")))?,
     };
     let tenant = &user.owner.tenant;
-    let calls = state.stores.calls.as_ref();
+    let calls = state.stores().calls.as_ref();
     if user.is_admin() {
         let a = tenant_analytics(calls, tenant, from, to, now, tz).await?;
         return Ok(Json(AnalyticsDto::of(a, ms(from), ms(to), "tenant")));

@@ -4,9 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use callcat_core::{
-    CallId, CallStatus, CallStoreExt as _, CallUpdate, Created, ListQuery, ListView, Transcript,
-};
+use callcat_core::{CallId, CallStatus, Created, ListQuery, ListView};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -57,7 +55,7 @@ pub async fn create_call(
         None => None,
     };
     let new = body.into_new_call(key)?;
-    let created = state.service.create(&user.owner, new).await?;
+    let created = state.service().create(&user.owner, new).await?;
     let status = match &created {
         Created::New(c) => {
             tracing::info!(call = %c.id, to = %c.phone_number, at = %c.scheduled_for, "call created");
@@ -132,7 +130,7 @@ pub async fn list_calls(
         limit,
         cursor: p.next_token.filter(|t| !t.is_empty()),
     };
-    let page = state.service.list(&user.owner, &query).await?;
+    let page = state.service().list(&user.owner, &query).await?;
     Ok(Json(CallListDto {
         calls: page.items.iter().map(CallDto::from).collect(),
         next_token: page.next_cursor,
@@ -154,7 +152,7 @@ pub async fn get_call(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CallDto>> {
-    let c = state.service.get(&user.owner, call_id(&id)?).await?;
+    let c = state.service().get(&user.owner, call_id(&id)?).await?;
     Ok(Json(CallDto::from(&c)))
 }
 
@@ -179,7 +177,7 @@ pub async fn edit_call(
 ) -> ApiResult<Json<CallDto>> {
     let id = call_id(&id)?;
     let edit = body.into_edit()?;
-    let c = state.service.edit(&user.owner, id, &edit).await?;
+    let c = state.service().edit(&user.owner, id, &edit).await?;
     Ok(Json(CallDto::from(&c)))
 }
 
@@ -199,7 +197,7 @@ pub async fn delete_call(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.service.delete(&user.owner, call_id(&id)?).await?;
+    state.service().delete(&user.owner, call_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,7 +217,7 @@ pub async fn cancel_call(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CallDto>> {
-    let c = state.service.cancel(&user.owner, call_id(&id)?).await?;
+    let c = state.service().cancel(&user.owner, call_id(&id)?).await?;
     Ok(Json(CallDto::from(&c)))
 }
 
@@ -238,16 +236,12 @@ pub async fn get_transcript(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TranscriptDto>> {
-    let c = state.service.get(&user.owner, call_id(&id)?).await?;
     let t = state
-        .stores
-        .transcripts
-        .get(c.id, state.clock.now())
+        .engine()
+        .transcripts()
+        .get(&user.owner, call_id(&id)?)
         .await?;
-    Ok(Json(match t {
-        Some(t) => TranscriptDto::of(&t),
-        None => TranscriptDto::empty(&c),
-    }))
+    Ok(Json(TranscriptDto::of(&t)))
 }
 
 /// Replaces a call's transcript text (segments are kept).
@@ -268,33 +262,11 @@ pub async fn put_transcript(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PutTranscriptRequest>,
 ) -> ApiResult<Json<TranscriptDto>> {
-    let c = state.service.get(&user.owner, call_id(&id)?).await?;
-    if body.transcript_text.len() > state.limits.max_instructions_len * 16 {
-        return Err(ApiError::validation(
-            "transcriptText",
-            "the transcript is too long",
-        ));
-    }
-    let now = state.clock.now();
-    let mut t = state
-        .stores
-        .transcripts
-        .get(c.id, now)
-        .await?
-        .unwrap_or_else(|| Transcript::new(c.id, c.owner.clone(), now));
-    if t.provider_call_id.is_none() {
-        t.provider_call_id = c.provider_call_id.clone();
-    }
-    t.text = Some(body.transcript_text);
-    t.updated_at = now;
-    state.stores.transcripts.put(&t).await?;
-    state.bus.publish(CallUpdate::Transcript {
-        call_id: t.call_id,
-        owner: t.owner.clone(),
-        provider_call_id: t.provider_call_id.clone(),
-        segments: t.segments.clone(),
-        partial: false,
-    });
+    let t = state
+        .engine()
+        .transcripts()
+        .replace_text(&user.owner, call_id(&id)?, body.transcript_text)
+        .await?;
     Ok(Json(TranscriptDto::of(&t)))
 }
 
@@ -313,34 +285,10 @@ pub async fn live_transcript(
     user: AuthUser,
     Path(provider_id): Path<String>,
 ) -> ApiResult<Json<TranscriptDto>> {
-    let not_found = || ApiError::not_found(format!("no call with provider id {provider_id}"));
-    let now = state.clock.now();
-    if let Some(t) = state
-        .stores
-        .transcripts
-        .get_by_provider_call_id(&provider_id, now)
-        .await?
-    {
-        return if t.owner == user.owner {
-            Ok(Json(TranscriptDto::of(&t)))
-        } else {
-            Err(not_found())
-        };
-    }
-    match state
-        .stores
-        .calls
-        .find_by_provider_call_id(&provider_id)
-        .await?
-    {
-        Some(c) if c.owner == user.owner => {
-            // The transcript may have been stored under the call id only.
-            let c = state.stores.calls.get_owned(&user.owner, c.id).await?;
-            match state.stores.transcripts.get(c.id, now).await? {
-                Some(t) => Ok(Json(TranscriptDto::of(&t))),
-                None => Ok(Json(TranscriptDto::empty(&c))),
-            }
-        }
-        _ => Err(not_found()),
-    }
+    let t = state
+        .engine()
+        .transcripts()
+        .get_by_provider_call_id(&user.owner, &provider_id)
+        .await?;
+    Ok(Json(TranscriptDto::of(&t)))
 }

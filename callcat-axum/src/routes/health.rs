@@ -27,7 +27,7 @@ pub async fn healthz() -> Json<HealthDto> {
     )
 )]
 pub async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<HealthDto>> {
-    state.stores.calls.next_due_at().await?;
+    state.stores().calls.next_due_at().await?;
     Ok(Json(HealthDto {
         status: "ready".into(),
     }))

@@ -31,7 +31,7 @@ pub(crate) fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(calls::get_transcript, calls::put_transcript))
         .routes(routes!(calls::live_transcript))
         .routes(routes!(windows::create_window, windows::list_windows))
-        .routes(routes!(windows::delete_window))
+        .routes(routes!(windows::put_window, windows::delete_window))
         .routes(routes!(analytics::analytics))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use callcat_core::chrono::{NaiveTime, Weekday};
 use callcat_core::chrono_tz::Tz;
-use callcat_core::{CallTemplate, CallWindow, RecurringWindow, WindowId, WindowSchedule};
+use callcat_core::{
+    CallTemplate, CallWindow, RecurringWindow, WindowEdit, WindowId, WindowSchedule,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -228,21 +230,12 @@ pub async fn create_window(
 ) -> ApiResult<(StatusCode, Json<WindowDto>)> {
     let (schedule, fields) = body.into_schedule()?;
     let template = fields.into_template()?;
-    template.validate(&state.limits)?;
-    let w = CallWindow {
-        id: WindowId::new(),
-        owner: user.owner.clone(),
-        schedule,
-        template,
-        created_at: state.clock.now(),
-    };
-    state.stores.windows.create(&w).await?;
-    // Place its call now if the window is open (idempotent per owner and day), and
-    // let the running planner re-plan its sleep around the new window.
-    if let Err(e) = state.planner.plan_once().await {
-        tracing::warn!(error = %e, "planning after a new window failed; the planner retries");
-    }
-    state.planner.wakeup().wake();
+    // The planner places its call at once if it is open (idempotent per owner and day).
+    let w = state
+        .engine()
+        .windows()
+        .create(&user.owner, schedule, template)
+        .await?;
     Ok((StatusCode::CREATED, Json(WindowDto::from(&w))))
 }
 
@@ -256,7 +249,7 @@ pub async fn list_windows(
     State(state): State<ApiState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<WindowDto>>> {
-    let ws = state.stores.windows.list(&user.owner).await?;
+    let ws = state.engine().windows().list(&user.owner).await?;
     Ok(Json(ws.iter().map(WindowDto::from).collect()))
 }
 
@@ -275,9 +268,43 @@ pub async fn delete_window(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id: WindowId = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("window {id} not found")))?;
-    state.stores.windows.delete(&user.owner, id).await?;
+    let id = window_id(&id)?;
+    state.engine().windows().delete(&user.owner, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn window_id(raw: &str) -> ApiResult<WindowId> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("window {raw} not found")))
+}
+
+/// Replaces one of the caller's windows: its schedule and its call (the same
+/// body as creating one). The planner is woken, so a window moved to open now
+/// places its call at once.
+#[utoipa::path(
+    put, path = "/api/call-windows/{windowId}", tag = "windows",
+    params(("windowId" = String, Path, description = "The window's id")),
+    request_body = CreateWindowRequest,
+    responses(
+        (status = 200, description = "The window as saved", body = WindowDto),
+        (status = 400, description = "Invalid input, naming the field", body = ErrorBody),
+        (status = 404, description = "No such window of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_window(
+    State(state): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CreateWindowRequest>,
+) -> ApiResult<Json<WindowDto>> {
+    let id = window_id(&id)?;
+    let (schedule, fields) = body.into_schedule()?;
+    let template = fields.into_template()?;
+    let edit = WindowEdit {
+        schedule: Some(schedule),
+        template: Some(template),
+    };
+    let w = state.engine().windows().edit(&user.owner, id, edit).await?;
+    Ok(Json(WindowDto::from(&w)))
 }

@@ -11,9 +11,8 @@ use axum::middleware;
 use callcat_axum::{Api, ApiRouter, JwtAuthenticator};
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
-    CallService, Clock, EventIngestor, Limits, LiveTracker, PollerConfig, Scheduler, Simulator,
-    SimulatorConfig, Stores, SweeperConfig, SystemClock, TelephonyProvider, UpdateBus, Wakeup,
-    WindowPlanner,
+    Clock, Engine, EngineSettings, PollerConfig, Simulator, SimulatorConfig, Stores, SweeperConfig,
+    SystemClock, TelephonyProvider, Wakeup,
 };
 use callcat_core::{
     InMemoryCallStore, InMemoryDoNotCallStore, InMemoryTranscriptStore, InMemoryWindowStore,
@@ -178,7 +177,6 @@ impl ServerBuilder {
             Some(s) => (s, None),
             None => open_stores(&self.config, &wakeup).await?,
         };
-        let bus = UpdateBus::default();
         let mut retell = None;
         let mut twilio = None;
         let mut simulator = None;
@@ -235,45 +233,38 @@ impl ServerBuilder {
         } else {
             None
         };
-        let limits = Limits::default();
-        let service = CallService::new(stores.calls.clone(), clock.clone(), wakeup.clone())
-            .with_provider(provider.clone())
-            .with_bus(bus.clone())
-            .with_limits(limits.clone());
-        let scheduler = Scheduler::builder()
-            .store(stores.calls.clone())
-            .provider(provider.clone())
-            .clock(clock.clone())
-            .wakeup(wakeup.clone())
-            .bus(bus.clone())
-            .global_cap(self.config.dispatch.global_cap)
-            .owner_cap(self.config.dispatch.owner_cap)
-            .build()?;
-        let planner = WindowPlanner::new(stores.windows.clone(), service.clone(), clock.clone());
-        let ingestor = Arc::new(
-            EventIngestor::from_stores(&stores, bus.clone(), clock.clone()).with_wakeup(wakeup),
-        );
-        let metrics = Metrics::new(self.config.metrics_tenant_labels);
-        let metrics_task = metrics.follow_bus(&bus);
-        let tracker = Arc::new(LiveTracker::start(stores.calls.clone(), &bus, 256).await?);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let api = Api::builder()
-            .service(service)
+        let dispatch = &self.config.dispatch;
+        let mut settings = EngineSettings::default();
+        settings.scheduler.global_cap = dispatch.global_cap;
+        settings.scheduler.owner_cap = dispatch.owner_cap;
+        settings.default_retry.max_attempts = dispatch.max_attempts;
+        settings.drain = dispatch.drain;
+        settings.poller = self.poller;
+        settings.sweeper = self.sweeper;
+        let mut engine = Engine::builder()
             .stores(stores)
             .clock(clock)
-            .bus(bus)
-            .tracker(tracker.clone())
-            .ingestor(ingestor.clone())
-            .planner(planner.clone())
-            .limits(limits)
-            .build()?;
+            .wakeup(wakeup)
+            .settings(settings);
+        engine = match simulator.clone() {
+            Some(sim) => engine.simulator(sim),
+            None => engine.provider(provider),
+        };
+        let engine = engine.build().await?;
+        let metrics = Metrics::new(self.config.metrics_tenant_labels);
+        let metrics_task = metrics.follow_bus(engine.bus());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let api = Api::new(engine.clone());
         let mut http = ApiRouter::new(api.clone(), Arc::new(jwt.clone()))
             .body_limit(self.body_limit)
             .webhook_rate_limit(self.webhook_rate.0, self.webhook_rate.1)
             .public_base_url(&base_url)
             .webhook_observer(Arc::new(ops::WebhookCounter(metrics.clone())))
             .shutdown_signal(stop_rx)
-            .merge(ops::metrics_routes(metrics.clone(), tracker));
+            .merge(ops::metrics_routes(
+                metrics.clone(),
+                engine.tracker().clone(),
+            ));
         // Every provider's webhook paths are routed; an unconfigured one answers 404.
         http = match retell {
             Some(v) => http.webhook("retell", Arc::new(v)),
@@ -293,13 +284,7 @@ impl ServerBuilder {
             base_url,
         };
         let background = Background {
-            scheduler,
-            planner,
-            ingestor,
-            provider,
-            simulator: simulator.clone(),
-            poller: self.poller,
-            sweeper: self.sweeper,
+            engine,
             metrics_task: Box::pin(metrics_task),
             pg_listener,
         };

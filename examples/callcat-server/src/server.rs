@@ -7,29 +7,19 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use axum::Router;
-use callcat_core::{
-    EventIngestor, PollerConfig, Scheduler, Simulator, StaleCallSweeper, SweeperConfig,
-    TelephonyProvider, TranscriptPoller, WindowPlanner,
-};
+use callcat_core::{Engine, Simulator};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use crate::app::{AppState, ServerBuilder, StartError};
 use crate::config::{Config, StoreConfig, TelephonyConfig};
 
 /// The parts that run in the background while serving.
 pub(crate) struct Background {
-    pub(crate) scheduler: Scheduler,
-    pub(crate) planner: WindowPlanner,
-    pub(crate) ingestor: Arc<EventIngestor>,
-    pub(crate) provider: Arc<dyn TelephonyProvider>,
-    pub(crate) simulator: Option<Simulator>,
-    pub(crate) poller: PollerConfig,
-    pub(crate) sweeper: SweeperConfig,
+    /// Scheduler, planner, event delivery, poller, sweeper, workflows.
+    pub(crate) engine: Engine,
     pub(crate) metrics_task: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// Relays PostgreSQL NOTIFY wake-ups while it lives.
     pub(crate) pg_listener: Option<callcat_postgres::PostgresWakeupListener>,
@@ -172,41 +162,14 @@ impl Server {
             config,
             ..
         } = self;
+        let _ = &config;
         let stop_rx = stop_tx.subscribe();
-        let mut tasks: JoinSet<()> = JoinSet::new();
-        tasks.spawn(bg.metrics_task);
-
-        // Not in `tasks`: on shutdown it stops claiming and finishes the dials in
-        // flight, for up to the drain time, before the rest is stopped.
-        let scheduler = bg.scheduler.clone();
+        let metrics_task = tokio::spawn(bg.metrics_task);
+        // On shutdown the engine stops claiming and gives the dials in flight up
+        // to the drain time to be answered before it stops the rest.
+        let engine = bg.engine.clone();
         let rx = stop_rx.clone();
-        let mut scheduler_task = tokio::spawn(async move {
-            if let Err(e) = scheduler.run(stopped(rx)).await {
-                tracing::error!(error = %e, "scheduler stopped");
-            }
-        });
-        let planner = bg.planner.clone();
-        let rx = stop_rx.clone();
-        tasks.spawn(async move { planner.run(stopped(rx)).await });
-
-        if let Some(sim) = bg.simulator.clone() {
-            // The simulator's provider events take the webhooks' path: the ingestor.
-            let (tx, mut events) = mpsc::channel(256);
-            tasks.spawn(sim.run_events(tx));
-            let ingestor = bg.ingestor.clone();
-            tasks.spawn(async move {
-                while let Some(ev) = events.recv().await {
-                    if let Err(e) = ingestor.ingest(&ev).await {
-                        tracing::error!(error = %e, "simulated event could not be stored");
-                    }
-                }
-            });
-        }
-        let poller = TranscriptPoller::new(bg.ingestor.clone(), bg.provider.clone(), bg.poller)?
-            .start()
-            .await?;
-        let sweeper =
-            StaleCallSweeper::new(bg.ingestor.clone(), bg.provider.clone(), bg.sweeper)?.spawn();
+        let engine_task = tokio::spawn(async move { engine.run(stopped(rx)).await });
 
         let tx = stop_tx.clone();
         let pg_listener = bg.pg_listener;
@@ -218,23 +181,13 @@ impl Server {
             })
             .await;
         let _ = stop_tx.send(true);
-        let drain = config.dispatch.drain;
-        if tokio::time::timeout(drain, &mut scheduler_task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                drain_seconds = drain.as_secs(),
-                "dials still in flight after the drain time; stopping them"
-            );
-            scheduler_task.abort();
-            let _ = scheduler_task.await;
+        match engine_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the engine stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the engine task failed"),
         }
         drop(pg_listener);
-        poller.shutdown().await;
-        sweeper.shutdown().await;
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        metrics_task.abort();
         result.map_err(StartError::Io)
     }
 
