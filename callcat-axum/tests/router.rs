@@ -147,6 +147,7 @@ async fn every_route_is_documented_and_every_documented_route_is_routed() {
         ("get", "/api/calls/stream"),
         ("post", "/api/call-windows"),
         ("get", "/api/call-windows"),
+        ("put", "/api/call-windows/{windowId}"),
         ("delete", "/api/call-windows/{windowId}"),
         ("get", "/api/analytics"),
         ("get", "/healthz"),
