@@ -503,6 +503,7 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         ("get", "/api/calls/stream"),
         ("post", "/api/call-windows"),
         ("get", "/api/call-windows"),
+        ("put", "/api/call-windows/{windowId}"),
         ("delete", "/api/call-windows/{windowId}"),
         ("get", "/api/analytics"),
         ("post", "/webhooks/retell"),

@@ -255,8 +255,15 @@ impl EventIngestor {
     /// Applies one event. `Err` only when a store failed (retryable); every other
     /// result, including unknown calls and refused events, is an [`IngestOutcome`].
     pub async fn ingest(&self, event: &ProviderEvent) -> Result<IngestOutcome> {
-        let outcome = self.ingest_inner(event).await?;
+        let span = tracing::debug_span!(
+            "ingest",
+            provider = %event.provider,
+            call_id = ?event.call.call_id,
+            kind = ?event.kind,
+        );
+        let outcome = tracing::Instrument::instrument(self.ingest_inner(event), span).await?;
         self.counters.count(&outcome);
+        metrics::counter!("callcat_ingest_events_total", "outcome" => outcome.label()).increment(1);
         match &outcome {
             IngestOutcome::UnknownCall { provider_call_id } => tracing::info!(
                 provider = %event.provider,

@@ -508,7 +508,15 @@ async fn poll_call(
         // snapshot and a pending write each.
         let err = match fetched {
             Some(Ok(snap)) => {
-                let handled = Box::pin(shared.handle_snapshot(&mut call, snap, &mut last)).await;
+                let span = tracing::debug_span!("poll", call_id = %call.id);
+                let handled = Box::pin(tracing::Instrument::instrument(
+                    shared.handle_snapshot(&mut call, snap, &mut last),
+                    span,
+                ))
+                .await;
+                let result = if handled.is_ok() { "ok" } else { "error" };
+                metrics::counter!("callcat_transcript_polls_total", "result" => result)
+                    .increment(1);
                 drop(permit);
                 match handled {
                     Ok(true) => break,

@@ -106,6 +106,44 @@ pub(super) fn moved(
     }
 }
 
+impl DispatchResult {
+    /// A stable lower-case label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DispatchResult::Dialed { .. } => "dialed",
+            DispatchResult::Deferred { .. } => "deferred",
+            DispatchResult::Retrying { .. } => "retrying",
+            DispatchResult::Failed { .. } => "failed",
+            DispatchResult::Expired => "expired",
+            DispatchResult::Canceled { .. } => "canceled",
+            DispatchResult::Reconciled { .. } => "reconciled",
+            DispatchResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// [`dispatch_claimed`] in a span carrying the call, its owner and the attempt,
+/// counted in `callcat_scheduler_dispatch_total{result}`.
+pub(crate) async fn traced(
+    inner: &Inner,
+    claimed: Call,
+    dial_at: Option<DateTime<Utc>>,
+) -> Result<DispatchResult> {
+    let span = tracing::info_span!(
+        "dispatch",
+        call_id = %claimed.id,
+        owner = %claimed.owner,
+        attempt = claimed.attempts + 1,
+    );
+    let r = tracing::Instrument::instrument(dispatch_claimed(inner, claimed, dial_at), span).await;
+    let label = match &r {
+        Ok(d) => d.label(),
+        Err(_) => "error",
+    };
+    metrics::counter!("callcat_scheduler_dispatch_total", "result" => label).increment(1);
+    r
+}
+
 /// Dispatches a claimed call. With `dial_at` (claimed a lead ahead of that
 /// instant), every decision is taken as of `dial_at` and the attempt is begun
 /// ahead too, so only the dial itself waits for the instant.
@@ -357,6 +395,23 @@ async fn confirm_cancel_undialed(inner: &Inner, c: Call, now: DateTime<Utc>) -> 
 }
 
 async fn dial_with_renewal(inner: &Inner, call: &Call) -> Result<crate::provider::DialAccepted> {
+    let sent = inner.clock.now();
+    let span = tracing::info_span!("dial", provider = inner.provider.name());
+    let r = tracing::Instrument::instrument(dial_renewing_the_lease(inner, call), span).await;
+    let secs = (inner.clock.now() - sent).num_milliseconds().max(0) as f64 / 1000.0;
+    let provider = inner.provider.name().to_owned();
+    metrics::histogram!("callcat_provider_dial_seconds", "provider" => provider.clone())
+        .record(secs);
+    let result = if r.is_ok() { "accepted" } else { "error" };
+    metrics::counter!("callcat_provider_dials_total", "provider" => provider, "result" => result)
+        .increment(1);
+    r
+}
+
+async fn dial_renewing_the_lease(
+    inner: &Inner,
+    call: &Call,
+) -> Result<crate::provider::DialAccepted> {
     let dial = inner.provider.place_call(call);
     tokio::pin!(dial);
     let every = inner.config.lease / 3;

@@ -368,10 +368,16 @@ impl Scheduler {
             return Ok(Vec::new());
         }
         let lease_until = now + delta(self.inner.config.lease);
-        self.inner
-            .store
-            .claim_due(now, limit, &self.inner.config.worker, lease_until)
-            .await
+        let span = tracing::debug_span!("claim", worker = %self.inner.config.worker, limit);
+        let claimed = tracing::Instrument::instrument(
+            self.inner
+                .store
+                .claim_due(now, limit, &self.inner.config.worker, lease_until),
+            span,
+        )
+        .await?;
+        metrics::counter!("callcat_scheduler_claimed_total").increment(claimed.len() as u64);
+        Ok(claimed)
     }
 
     /// Dispatches a batch: calls of one owner one after another (so the per-owner
@@ -396,7 +402,7 @@ impl Scheduler {
                 for c in group {
                     // Released even if the dispatch panics or the task is dropped.
                     let _slot = PendingSlot(&this.inner.pending);
-                    out.push(dispatch::dispatch_claimed(&this.inner, c, dial_at).await);
+                    out.push(dispatch::traced(&this.inner, c, dial_at).await);
                 }
                 out
             });
@@ -451,7 +457,7 @@ impl Scheduler {
             Err(e) if e.kind() == crate::ErrorKind::Conflict => return Ok(DispatchResult::Skipped),
             Err(e) => return Err(e),
         };
-        dispatch::dispatch_claimed(&self.inner, claimed, None).await
+        dispatch::traced(&self.inner, claimed, None).await
     }
 
     /// Runs until `shutdown` resolves: sleeps until the next due call, claims and
