@@ -144,7 +144,12 @@ async fn sigterm_lets_dials_in_flight_finish_on_postgres() {
     let (retell, mut dials, release) = held_retell().await;
 
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "child_serves_until_sigterm", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_serves_until_sigterm",
+            "--nocapture",
+        ])
         .env(CHILD, "1")
         .env("CALLCAT_LISTEN", "127.0.0.1:0")
         .env("CALLCAT_STORE", "postgres")
@@ -181,7 +186,12 @@ async fn sigterm_lets_dials_in_flight_finish_on_postgres() {
     let mut ids = Vec::new();
     for i in 0..CALLS {
         let token = jwt
-            .mint(&format!("user{i}"), Some("acme"), None, Duration::from_secs(600))
+            .mint(
+                &format!("user{i}"),
+                Some("acme"),
+                None,
+                Duration::from_secs(600),
+            )
             .expect("token");
         let resp = http
             .post(format!("{base}/api/calls"))

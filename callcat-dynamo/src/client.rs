@@ -44,10 +44,20 @@ impl Ctx {
         let out = request.await;
         match &out {
             Ok(o) => self.metrics.consumed(kind, o.capacity()),
-            Err(e) => self.metrics.failed(matches!(
-                e.code(),
-                Some("ConditionalCheckFailedException" | "TransactionCanceledException")
-            )),
+            Err(e) => {
+                let conditional = matches!(
+                    e.code(),
+                    Some("ConditionalCheckFailedException" | "TransactionCanceledException")
+                );
+                let result = if conditional {
+                    "condition_failed"
+                } else {
+                    "error"
+                };
+                metrics::counter!("callcat_dynamo_requests_total", "kind" => kind.label(), "result" => result)
+                    .increment(1);
+                self.metrics.failed(conditional)
+            }
         }
         out
     }

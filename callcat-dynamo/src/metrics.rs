@@ -55,6 +55,16 @@ pub(crate) enum OpKind {
     Write,
 }
 
+impl OpKind {
+    /// `read` or `write`, the metrics label.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            OpKind::Read => "read",
+            OpKind::Write => "write",
+        }
+    }
+}
+
 impl DynamoMetrics {
     /// All counters at zero.
     pub fn new() -> Self {
@@ -110,11 +120,16 @@ impl DynamoMetrics {
                 (units.max(0.0) * 1000.0).round() as u64
             })
             .sum();
+        let label = kind.label();
         let counter = match kind {
             OpKind::Read => &self.read_milli_units,
             OpKind::Write => &self.write_milli_units,
         };
         counter.fetch_add(milli, Ordering::Relaxed);
+        metrics::counter!("callcat_dynamo_requests_total", "kind" => label, "result" => "ok")
+            .increment(1);
+        metrics::counter!("callcat_dynamo_capacity_milli_units_total", "kind" => label)
+            .increment(milli);
     }
 }
 

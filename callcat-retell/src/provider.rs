@@ -318,8 +318,13 @@ impl RetellProvider {
             .header(ACCEPT, "application/json")
             .send()
             .await
+            .inspect_err(|_| {
+                metrics::counter!("callcat_provider_requests_total", "provider" => SOURCE, "status" => "transport_error").increment(1);
+            })
             .map_err(from_reqwest)?;
         let status = resp.status();
+        metrics::counter!("callcat_provider_requests_total", "provider" => SOURCE, "status" => status.as_str().to_owned())
+            .increment(1);
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(from_reqwest)?;
         if status.is_success() {
