@@ -17,7 +17,7 @@ use axum::routing::{MethodRouter, post};
 use callcat_axum::error::{ApiError, ErrorBody};
 use callcat_axum::webhooks::{WebhookAck, refused, rejected};
 use callcat_axum::{ApiRouter, ApiState, WEBHOOK_BODY_LIMIT};
-use callcat_core::{Call, CallId, CallUpdate, TranscriptSegment, WebhookRequest};
+use callcat_core::{Call, CallId, WebhookRequest};
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::HttpMethod;
 use utoipa::openapi::path::Operation;
@@ -150,49 +150,30 @@ fn xml(body: String) -> Response {
         .into_response()
 }
 
-async fn call_for(state: &ApiState, call_id: Option<CallId>, sid: &str) -> Option<Call> {
+/// The call a callback is about: by our id, else by Twilio's call SID. A store
+/// error is an error (the callback is answered 503 and Twilio sends it again),
+/// never "unknown call".
+async fn call_for(
+    state: &ApiState,
+    call_id: Option<CallId>,
+    sid: &str,
+) -> callcat_core::Result<Option<Call>> {
     if let Some(id) = call_id
-        && let Ok(Some(c)) = state.stores().calls.get(id).await
+        && let Some(c) = state.stores().calls.get(id).await?
+        && c.provider_call_id.as_deref().is_none_or(|p| p == sid)
     {
-        return Some(c);
+        return Ok(Some(c));
     }
-    state
-        .stores()
-        .calls
-        .find_by_provider_call_id(sid)
-        .await
-        .ok()
-        .flatten()
+    state.stores().calls.find_by_provider_call_id(sid).await
 }
 
-/// Appends `new` to the call's transcript through the ingestor, unless the
-/// transcript already ends with it (Twilio resends callbacks).
-async fn append(
-    state: &ApiState,
-    call: &Call,
-    sid: &str,
-    new: &[TranscriptSegment],
-) -> callcat_core::Result<()> {
-    if new.is_empty() {
-        return Ok(());
-    }
-    let now = state.clock().now();
-    let mut segments = state
-        .stores()
-        .transcripts
-        .get(call.id, now)
-        .await?
-        .map(|t| t.segments)
-        .unwrap_or_default();
-    if segments.ends_with(new) {
-        return Ok(());
-    }
-    segments.extend_from_slice(new);
-    state
-        .ingestor()
-        .store_transcript(call.id, &call.owner, sid, &segments)
-        .await?;
-    Ok(())
+fn unavailable(state: &ApiState, e: &callcat_core::Error) -> Response {
+    state.observe_webhook(PROVIDER, "error");
+    tracing::error!(error = %e, "transcription could not be stored");
+    ApiError::from(callcat_core::Error::unavailable(
+        "the transcription could not be stored; send it again",
+    ))
+    .into_response()
 }
 
 /// Twilio real-time transcription results (final ones are stored, partial ones
@@ -238,44 +219,41 @@ async fn transcription(
         })
         .into_response();
     };
-    let Some(call) = call_for(&state, u.call_id, &u.call_sid).await else {
-        state.observe_webhook(PROVIDER, "accepted");
-        return axum::Json(WebhookAck {
-            results: vec!["unknown_call".into()],
-        })
-        .into_response();
+    let call = match call_for(&state, u.call_id, &u.call_sid).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            state.observe_webhook(PROVIDER, "accepted");
+            return axum::Json(WebhookAck {
+                results: vec!["unknown_call".into()],
+            })
+            .into_response();
+        }
+        Err(e) => return unavailable(&state, &e),
     };
+    let transcripts = state.engine().transcripts();
     let result = if u.should_store() {
-        match append(&state, &call, &u.call_sid, std::slice::from_ref(&u.segment)).await {
-            Ok(()) => "transcript_updated",
-            Err(e) => {
-                state.observe_webhook(PROVIDER, "error");
-                tracing::error!(error = %e, "transcription could not be stored");
-                return ApiError::from(callcat_core::Error::unavailable(
-                    "the transcription could not be stored; send it again",
-                ))
-                .into_response();
-            }
+        // An atomic append through the engine; a segment Twilio sends again is
+        // recognised and not added twice.
+        match transcripts
+            .append(
+                &call.owner,
+                call.id,
+                Some(&u.call_sid),
+                std::slice::from_ref(&u.segment),
+            )
+            .await
+        {
+            Ok(_) => "transcript_updated",
+            Err(e) => return unavailable(&state, &e),
         }
     } else {
-        let mut segments = state
-            .stores()
-            .transcripts
-            .get(call.id, state.clock().now())
+        match transcripts
+            .publish_partial(&call, Some(&u.call_sid), u.segment.clone())
             .await
-            .ok()
-            .flatten()
-            .map(|t| t.segments)
-            .unwrap_or_default();
-        segments.push(u.segment.clone());
-        state.bus().publish(CallUpdate::Transcript {
-            call_id: call.id,
-            owner: call.owner.clone(),
-            provider_call_id: Some(u.call_sid.clone()),
-            segments,
-            partial: true,
-        });
-        "partial_published"
+        {
+            Ok(()) => "partial_published",
+            Err(e) => return unavailable(&state, &e),
+        }
     };
     state.observe_webhook(PROVIDER, "accepted");
     axum::Json(WebhookAck {
