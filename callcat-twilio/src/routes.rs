@@ -17,7 +17,7 @@ use axum::routing::{MethodRouter, post};
 use callcat_axum::error::{ApiError, ErrorBody};
 use callcat_axum::webhooks::{WebhookAck, refused, rejected};
 use callcat_axum::{ApiRouter, ApiState, WEBHOOK_BODY_LIMIT};
-use callcat_core::{Call, CallId, WebhookRequest};
+use callcat_core::{Call, CallId, TranscriptSegment, WebhookRequest};
 use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::HttpMethod;
 use utoipa::openapi::path::Operation;
@@ -167,6 +167,26 @@ async fn call_for(
     state.stores().calls.find_by_provider_call_id(sid).await
 }
 
+/// Appends what was said to the call's transcript through the engine (atomic;
+/// segments Twilio sends again are not added twice).
+async fn append(
+    state: &ApiState,
+    call: &Call,
+    sid: &str,
+    new: &[TranscriptSegment],
+) -> callcat_core::Result<()> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let sid = Some(sid).filter(|s| !s.is_empty());
+    state
+        .engine()
+        .transcripts()
+        .append(&call.owner, call.id, sid, new)
+        .await
+        .map(|_| ())
+}
+
 fn unavailable(state: &ApiState, e: &callcat_core::Error) -> Response {
     state.observe_webhook(PROVIDER, "error");
     tracing::error!(error = %e, "transcription could not be stored");
@@ -234,16 +254,8 @@ async fn transcription(
     let result = if u.should_store() {
         // An atomic append through the engine; a segment Twilio sends again is
         // recognised and not added twice.
-        match transcripts
-            .append(
-                &call.owner,
-                call.id,
-                Some(&u.call_sid),
-                std::slice::from_ref(&u.segment),
-            )
-            .await
-        {
-            Ok(_) => "transcript_updated",
+        match append(&state, &call, &u.call_sid, std::slice::from_ref(&u.segment)).await {
+            Ok(()) => "transcript_updated",
             Err(e) => return unavailable(&state, &e),
         }
     } else {
