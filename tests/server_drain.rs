@@ -13,93 +13,15 @@ use callcat::{CallId, CallStatus, PhoneNumber};
 use callcat_server::config::{Secret, TelephonyConfig};
 use common::{TestServer, test_config};
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::watch;
 
 /// Generous bound on each step, so a regression fails instead of hanging.
 const STEP: Duration = Duration::from_secs(30);
 
-/// A Retell API stand-in: reports each create-phone-call request on `dials`
-/// and answers it `{"call_id": "call_held"}` when `release` fires (never, if it
-/// is dropped); anything else gets a 404.
-async fn held_retell() -> (String, mpsc::Receiver<()>, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (dials_tx, dials) = mpsc::channel(4);
-    let (release, released) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let mut released = Some(released);
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            let head = read_request(&mut conn).await;
-            if head.starts_with("POST /v2/create-phone-call") {
-                let _ = dials_tx.send(()).await;
-                let Some(released) = released.take() else {
-                    return;
-                };
-                let dials_tx = dials_tx.clone();
-                tokio::spawn(async move {
-                    if released.await.is_ok() {
-                        let body = r#"{"call_id":"call_held"}"#;
-                        let _ = conn
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                                    body.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .await;
-                    }
-                    drop(dials_tx);
-                });
-            } else {
-                let _ = conn
-                    .write_all(
-                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    )
-                    .await;
-            }
-        }
-    });
-    (url, dials, release)
-}
-
-/// Reads one request (head and a content-length body); returns the head.
-async fn read_request(conn: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = conn.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return text[..end].to_owned();
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// A Retell-backed server on the stand-in, with `drain`, and one call for now
 /// whose dial the stand-in holds.
-async fn server_with_a_held_dial(drain: Duration) -> (TestServer, CallId, oneshot::Sender<()>) {
-    let (url, mut dials, release) = held_retell().await;
+async fn server_with_a_held_dial(drain: Duration) -> (TestServer, CallId, watch::Sender<bool>) {
+    let (url, mut dials, release) = common::retell::held().await;
     let mut config = test_config();
     config.telephony = TelephonyConfig::Retell {
         api_key: Secret::new("key_drain_test_0123456789"),
@@ -134,7 +56,7 @@ async fn a_dial_answered_during_the_drain_is_recorded() {
         common::pause().await;
     }
     assert!(closed, "the server stops listening");
-    release.send(()).expect("the dial is still held");
+    release.send(true).expect("the dial is still held");
     tokio::time::timeout(STEP, stopping)
         .await
         .expect("shutdown ends once the dial is answered")
@@ -150,7 +72,7 @@ async fn a_dial_answered_during_the_drain_is_recorded() {
         .expect("store")
         .expect("call");
     assert_eq!(call.status, CallStatus::Ringing, "{call:?}");
-    assert_eq!(call.provider_call_id.as_deref(), Some("call_held"));
+    assert_eq!(call.provider_call_id.as_deref(), Some("call_1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

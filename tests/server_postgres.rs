@@ -13,22 +13,11 @@ use callcat_server::config::Secret;
 use common::{TestServer, test_config};
 use serde_json::json;
 
-fn database_url() -> Option<String> {
-    match std::env::var("CALLCAT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CALLCAT_TEST_POSTGRES_URL is not set; in CI the PostgreSQL tests must run")
-        }
-        _ => {
-            eprintln!("skipped: set CALLCAT_TEST_POSTGRES_URL to run the server on PostgreSQL");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_completes_on_postgres() {
-    let Some(url) = database_url() else { return };
+    let Some(url) = common::postgres_url("the server on PostgreSQL") else {
+        return;
+    };
     let schema = format!("callcat_e2e_{}", callcat::CallId::new().as_uuid().simple());
     let mut config = test_config();
     config.store = StoreConfig::Postgres {

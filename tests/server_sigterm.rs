@@ -11,6 +11,8 @@
 //! Needs `CALLCAT_TEST_POSTGRES_URL` (scripts/test sets it); in CI (`CI=true`) a
 //! missing database fails the test.
 
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,28 +20,13 @@ use std::time::Duration;
 use callcat::axum::JwtAuthenticator;
 use callcat::{CallId, CallStatus, CallStore as _, SystemClock};
 use callcat_postgres::{PostgresOptions, PostgresStore};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const CHILD: &str = "CALLCAT_SIGTERM_TEST_CHILD";
 const SECRET: &str = "sigterm-test-secret-sigterm-test-secret";
 /// A generous bound on each step, so that a regression fails instead of hanging.
 const STEP: Duration = Duration::from_secs(60);
 const CALLS: usize = 3;
-
-fn database_url() -> Option<String> {
-    match std::env::var("CALLCAT_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CALLCAT_TEST_POSTGRES_URL is not set; in CI the PostgreSQL tests must run")
-        }
-        _ => {
-            eprintln!("skipped: set CALLCAT_TEST_POSTGRES_URL to run the SIGTERM test");
-            None
-        }
-    }
-}
 
 /// The server process: what `examples/server.rs` does, on the real signals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,83 +52,13 @@ async fn child_serves_until_sigterm() {
     println!("server stopped");
 }
 
-/// A Retell API stand-in: counts create-phone-call requests on `dials` and
-/// answers each (`call_<n>`) only once `release` is set to `true`.
-async fn held_retell() -> (String, mpsc::Receiver<()>, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (dials_tx, dials) = mpsc::channel(16);
-    let (release, released) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut n = 0u32;
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                return;
-            };
-            n += 1;
-            let dials_tx = dials_tx.clone();
-            let mut released = released.clone();
-            tokio::spawn(async move {
-                let head = read_head(&mut conn).await;
-                if !head.starts_with("POST /v2/create-phone-call") {
-                    let _ = conn
-                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                    return;
-                }
-                let _ = dials_tx.send(()).await;
-                if released.wait_for(|r| *r).await.is_err() {
-                    return;
-                }
-                let body = format!(r#"{{"call_id":"call_{n}"}}"#);
-                let _ = conn
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-            });
-        }
-    });
-    (url, dials, release)
-}
-
-/// Reads one request (head and a content-length body); returns the head.
-async fn read_head(conn: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = conn.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                return text[..end].to_owned();
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_dials_in_flight_finish_on_postgres() {
-    let Some(url) = database_url() else { return };
+    let Some(url) = common::postgres_url("the SIGTERM test") else {
+        return;
+    };
     let schema = format!("callcat_sigterm_{}", CallId::new().as_uuid().simple());
-    let (retell, mut dials, release) = held_retell().await;
+    let (retell, mut dials, release) = common::retell::held().await;
 
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([

@@ -2,6 +2,8 @@
 //! port with a manual clock, tokens, HTTP helpers, condition waits and an SSE reader.
 #![allow(dead_code)]
 
+pub mod retell;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -353,5 +355,21 @@ pub fn histogram(scrape: &Scrape, name: &str) -> openmetrics_parser::HistogramVa
     match &all[0].value {
         openmetrics_parser::PrometheusValue::Histogram(h) => h.clone(),
         other => panic!("{name} is not a histogram: {other:?}"),
+    }
+}
+
+/// The PostgreSQL URL of the service-backed tests (`CALLCAT_TEST_POSTGRES_URL`,
+/// set by scripts/test). Without it `what` is skipped with a message, except in
+/// CI (`CI=true`), where it fails.
+pub fn postgres_url(what: &str) -> Option<String> {
+    match std::env::var("CALLCAT_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CALLCAT_TEST_POSTGRES_URL is not set; in CI the PostgreSQL tests must run")
+        }
+        _ => {
+            eprintln!("skipped: set CALLCAT_TEST_POSTGRES_URL to run {what}");
+            None
+        }
     }
 }
