@@ -502,7 +502,13 @@ impl Engine {
         let scheduler = inner.scheduler.clone();
         let rx = stop_rx.clone();
         let mut scheduling = tokio::spawn(async move { scheduler.run(stopped(rx)).await });
-        tracing::info!(provider = inner.provider.name(), "engine running");
+        let store = inner.stores.calls.capabilities();
+        tracing::info!(
+            provider = inner.provider.name(),
+            cross_process_wakeups = store.cross_process_wakeups,
+            shared_between_processes = store.shared_between_processes,
+            "engine running"
+        );
 
         tokio::select! {
             () = shutdown => {}
