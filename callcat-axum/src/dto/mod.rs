@@ -1,14 +1,21 @@
 //! The JSON shapes of the HTTP API (camelCase, times as epoch milliseconds) and
 //! their conversions to and from core types.
 
+pub mod dial_window;
+pub mod retry;
+
 use std::collections::BTreeMap;
 
 use callcat_core::chrono::{DateTime, Utc};
-use callcat_core::{Call, CallEdit, CallTemplate, NewCall, PhoneNumber, Transcript};
+use callcat_core::{
+    AttemptRecord, Call, CallEdit, CallTemplate, Engine, NewCall, PhoneNumber, Transcript,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+pub use self::dial_window::{DialWindowDto, DialWindowFields};
+pub use self::retry::{RetryOnDto, RetryOnFields};
+use crate::error::{ApiError, from_value};
 
 /// Epoch milliseconds.
 pub fn ms(t: DateTime<Utc>) -> i64 {
@@ -54,15 +61,26 @@ pub struct CallFields {
     /// picks the outcome (`answered`, `no_answer`, `busy`, `voicemail`, ...).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Most dial attempts (1 to 20).
+    /// Most dial attempts (1 to 20); default: the engine's (the server's
+    /// `CALLCAT_MAX_ATTEMPTS`).
     pub max_attempts: Option<u32>,
+    /// Which outcomes are retried; each absent switch keeps the default.
+    pub retry_on: Option<RetryOnFields>,
+    /// Seconds to wait before each retry (`[60, 300]`: 1 min before the
+    /// second attempt, 5 min before every later one); at most 20 entries, each
+    /// 1 s to 7 days. Absent: exponential backoff from 60 s.
+    pub retry_delays: Option<Vec<u64>>,
+    /// Only dial inside this weekly window (quiet hours); outside it the dial
+    /// waits for the next opening.
+    pub dial_window: Option<DialWindowFields>,
 }
 
 impl CallFields {
-    /// The core template (validated further by the core).
-    pub fn into_template(self) -> Result<CallTemplate, ApiError> {
+    /// The core template, built from `engine`'s defaults (its retry policy) and
+    /// validated further by the core.
+    pub fn into_template(self, engine: &Engine) -> Result<CallTemplate, ApiError> {
         let number = phone("phoneNumber", &required("phoneNumber", self.phone_number)?)?;
-        let mut t = CallTemplate::new(
+        let mut t = engine.template(
             required("calleeName", self.callee_name)?,
             number,
             required("subject", self.subject)?,
@@ -79,34 +97,106 @@ impl CallFields {
         if let Some(m) = self.max_attempts {
             t.retry_policy.max_attempts = m;
         }
+        if let Some(on) = self.retry_on {
+            on.apply(&mut t.retry_policy);
+        }
+        if let Some(delays) = &self.retry_delays {
+            t.retry_policy.delays = retry::delays_from_secs(delays);
+        }
+        t.dial_window = self
+            .dial_window
+            .map(DialWindowFields::into_window)
+            .transpose()?;
         Ok(t)
     }
 }
 
-/// `POST /api/calls`.
+/// The one `workflow` accepted: seed 003's classification call, then the task
+/// call as its follow-up.
+pub const CLASSIFY_THEN_CALL: &str = "classify_then_call";
+
+/// How a call is placed: `POST /api/calls` besides the call itself.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallPlan {
+    /// When to dial (epoch ms); absent means now.
+    pub scheduled_at: Option<i64>,
+    /// Give up if it cannot be placed by then (epoch ms).
+    pub not_after: Option<i64>,
+    /// `classify_then_call`: first a classification call (`metadata.workflow =
+    /// "classify"`), then this call as its follow-up (`parentCallId`), 30 s
+    /// after an IVR answered, at once after a person. Absent: one call.
+    pub workflow: Option<String>,
+}
+
+/// `POST /api/calls`: the call's fields and its plan, in one JSON object.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCallRequest {
     /// What to call.
     #[serde(flatten)]
     pub call: CallFields,
-    /// When to dial (epoch ms); absent means now.
-    pub scheduled_at: Option<i64>,
-    /// Give up if it cannot be placed by then (epoch ms).
-    pub not_after: Option<i64>,
+    /// When and how.
+    #[serde(flatten)]
+    pub plan: CallPlan,
+}
+
+/// What `POST /api/calls` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workflow {
+    /// One call.
+    Single,
+    /// Seed 003's classify-then-call.
+    ClassifyThenCall,
 }
 
 impl CreateCallRequest {
-    /// The core request.
-    pub fn into_new_call(self, idempotency_key: Option<String>) -> Result<NewCall, ApiError> {
-        let mut n = NewCall::new(self.call.into_template()?);
+    /// Reads the request from a JSON body. Each part is read on its own (not
+    /// through serde's `flatten`, which loses the path), so a wrong type is a 400
+    /// naming the field, e.g. `retryOn.noAnswer`.
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                "validation",
+                "the body must be a JSON object",
+            ));
+        }
+        Ok(CreateCallRequest {
+            call: from_value(body)?,
+            plan: from_value(body)?,
+        })
+    }
+
+    /// The core request, built from `engine`'s defaults, and what to start.
+    pub fn into_new_call(
+        self,
+        engine: &Engine,
+        idempotency_key: Option<String>,
+    ) -> Result<(NewCall, Workflow), ApiError> {
+        let workflow = match self.plan.workflow.as_deref() {
+            None => Workflow::Single,
+            Some(CLASSIFY_THEN_CALL) => Workflow::ClassifyThenCall,
+            Some(other) => {
+                return Err(ApiError::validation(
+                    "workflow",
+                    format!("unknown workflow {other:?}; the only one is {CLASSIFY_THEN_CALL:?}"),
+                ));
+            }
+        };
+        let mut n = NewCall::new(self.call.into_template(engine)?);
         n.scheduled_for = self
+            .plan
             .scheduled_at
             .map(|v| from_ms("scheduledAt", v))
             .transpose()?;
-        n.not_after = self.not_after.map(|v| from_ms("notAfter", v)).transpose()?;
+        n.not_after = self
+            .plan
+            .not_after
+            .map(|v| from_ms("notAfter", v))
+            .transpose()?;
         n.idempotency_key = idempotency_key;
-        Ok(n)
+        Ok((n, workflow))
     }
 }
 
@@ -190,6 +280,43 @@ pub struct CostDto {
     pub currency: String,
 }
 
+/// One dial attempt of a call.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptDto {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When the dial request was sent (epoch ms).
+    pub dialed_at: Option<i64>,
+    /// The provider's id for this attempt.
+    pub provider_call_id: Option<String>,
+    /// When the callee answered (epoch ms).
+    pub started_at: Option<i64>,
+    /// When the attempt ended (epoch ms).
+    pub ended_at: Option<i64>,
+    /// How it ended (`answered`, `busy`, ...).
+    pub outcome: Option<String>,
+    /// The provider's disconnection reason, verbatim.
+    pub disconnection_reason: Option<String>,
+    /// The error, if the attempt failed with one.
+    pub error: Option<String>,
+}
+
+impl From<&AttemptRecord> for AttemptDto {
+    fn from(a: &AttemptRecord) -> Self {
+        AttemptDto {
+            attempt: a.number,
+            dialed_at: a.dialed_at.map(ms),
+            provider_call_id: a.provider_call_id.clone(),
+            started_at: a.started_at.map(ms),
+            ended_at: a.ended_at.map(ms),
+            outcome: a.outcome.map(|o| o.as_str().to_owned()),
+            disconnection_reason: a.disconnection_reason.clone(),
+            error: a.error.clone(),
+        }
+    }
+}
+
 /// A call as the API returns it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -219,6 +346,19 @@ pub struct CallDto {
     pub attempts: u32,
     /// Most attempts.
     pub max_attempts: u32,
+    /// Which outcomes are retried.
+    pub retry_on: RetryOnDto,
+    /// Seconds before each retry (the last repeats); empty: exponential backoff.
+    pub retry_delays: Vec<u64>,
+    /// The weekly window it may be dialed in; `null`: any time.
+    pub dial_window: Option<DialWindowDto>,
+    /// The call that led to this one (a workflow's follow-up); `null` otherwise.
+    pub parent_call_id: Option<String>,
+    /// The workflow step this call is (`metadata.workflow`, e.g. `classify`);
+    /// `null` otherwise.
+    pub workflow: Option<String>,
+    /// Every attempt so far, oldest first.
+    pub attempt_history: Vec<AttemptDto>,
     /// When to dial (epoch ms).
     pub scheduled_at: i64,
     /// Expiry (epoch ms).
@@ -270,6 +410,16 @@ impl From<&Call> for CallDto {
             outcome: c.outcome.map(|o| o.as_str().to_owned()),
             attempts: c.attempts,
             max_attempts: c.retry_policy.max_attempts,
+            retry_on: RetryOnDto::from(&c.retry_policy),
+            retry_delays: retry::delays_as_secs(&c.retry_policy),
+            dial_window: c.dial_window.as_ref().map(DialWindowDto::from),
+            parent_call_id: c.parent_call_id.map(|p| p.to_string()),
+            workflow: c
+                .metadata
+                .get("workflow")
+                .and_then(|w| w.as_str())
+                .map(str::to_owned),
+            attempt_history: c.history.iter().map(AttemptDto::from).collect(),
             scheduled_at: ms(c.scheduled_for),
             not_after: c.not_after.map(ms),
             next_action_at: c.next_action_at.map(ms),
@@ -388,4 +538,150 @@ pub struct CountDto {
 pub struct HealthDto {
     /// `ok`.
     pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use callcat_core::memory::in_memory_stores;
+    use callcat_core::{EngineSettings, ManualClock, Simulator, SimulatorConfig};
+    use serde_json::json;
+
+    use super::*;
+
+    async fn engine(default_attempts: u32) -> Engine {
+        let clock = Arc::new(ManualClock::at_fixed_start());
+        let mut settings = EngineSettings::default();
+        settings.default_retry.max_attempts = default_attempts;
+        Engine::builder()
+            .stores(in_memory_stores())
+            .simulator(Simulator::new(clock.clone(), SimulatorConfig::default()))
+            .clock(clock)
+            .settings(settings)
+            .build()
+            .await
+            .expect("engine")
+    }
+
+    fn body(extra: serde_json::Value) -> serde_json::Value {
+        let mut b = json!({"calleeName": "Ada", "phoneNumber": "+14155552671",
+                           "subject": "s", "prompt": "p"});
+        for (k, v) in extra.as_object().expect("object") {
+            b[k] = v.clone();
+        }
+        b
+    }
+
+    async fn new_call(e: &Engine, extra: serde_json::Value) -> Result<NewCall, ApiError> {
+        let (n, _) = CreateCallRequest::from_json(&body(extra))?.into_new_call(e, None)?;
+        // The core's validation, as creating the call would run it.
+        n.template
+            .validate(&callcat_core::Limits::default())
+            .map_err(ApiError::from)?;
+        Ok(n)
+    }
+
+    async fn field(e: &Engine, extra: serde_json::Value) -> String {
+        let err = new_call(e, extra).await.expect_err("invalid");
+        assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+        err.field().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn create_fields_map_onto_the_engines_default_policy() {
+        let e = engine(7).await;
+        let n = new_call(&e, json!({})).await.expect("valid");
+        assert_eq!(
+            n.template.retry_policy.max_attempts, 7,
+            "the engine's default"
+        );
+        let n = new_call(
+            &e,
+            json!({"maxAttempts": 2, "retryOn": {"busy": false, "voicemail": true},
+                   "retryDelays": [60, 300],
+                   "dialWindow": {"weekdays": ["mon"], "start": "09:00", "end": "17:00",
+                                  "timezone": "Europe/Berlin"}}),
+        )
+        .await
+        .expect("valid");
+        let p = &n.template.retry_policy;
+        assert_eq!(p.max_attempts, 2, "an explicit maxAttempts wins");
+        assert!(!p.retry_on_busy && p.retry_on_voicemail);
+        assert!(
+            p.retry_on_no_answer && p.retry_on_dial_error,
+            "absent switches stay"
+        );
+        assert_eq!(
+            p.delays,
+            vec![
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(300)
+            ]
+        );
+        let w = n.template.dial_window.as_ref().expect("window");
+        assert_eq!(w.timezone.name(), "Europe/Berlin");
+        let (_, wf) =
+            CreateCallRequest::from_json(&body(json!({"workflow": "classify_then_call"})))
+                .expect("parsed")
+                .into_new_call(&e, None)
+                .expect("valid");
+        assert_eq!(wf, Workflow::ClassifyThenCall);
+    }
+
+    #[tokio::test]
+    async fn every_new_field_is_validated_naming_it() {
+        let e = engine(3).await;
+        assert_eq!(
+            field(&e, json!({"retryOn": {"noAnswer": "x"}})).await,
+            "retryOn.noAnswer"
+        );
+        assert_eq!(field(&e, json!({"retryOn": [true]})).await, "retryOn");
+        assert_eq!(field(&e, json!({"maxAttempts": "x"})).await, "maxAttempts");
+        assert_eq!(field(&e, json!({"maxAttempts": 21})).await, "maxAttempts");
+        assert_eq!(
+            field(&e, json!({"retryDelays": [60, -1]})).await,
+            "retryDelays[1]"
+        );
+        assert_eq!(
+            field(&e, json!({"retryDelays": [0]})).await,
+            "retryDelays[0]"
+        );
+        assert_eq!(
+            field(&e, json!({"retryDelays": [604_801]})).await,
+            "retryDelays[0]"
+        );
+        assert_eq!(
+            field(&e, json!({"retryDelays": vec![60; 21]})).await,
+            "retryDelays"
+        );
+        assert_eq!(
+            field(&e, json!({"workflow": "call_twice"})).await,
+            "workflow"
+        );
+        assert_eq!(field(&e, json!({"workflow": 1})).await, "workflow");
+        assert_eq!(
+            field(
+                &e,
+                json!({"dialWindow": {"weekdays": ["mon"], "start": "09:00",
+                                            "end": "10:00", "timezone": "Nowhere"}})
+            )
+            .await,
+            "dialWindow.timezone"
+        );
+        assert_eq!(
+            field(
+                &e,
+                json!({"dialWindow": {"weekdays": ["mon"], "start": "11:00", "end": "10:00"}})
+            )
+            .await,
+            "dialWindow.end"
+        );
+        assert_eq!(field(&e, json!({"dialWindow": "mon"})).await, "dialWindow");
+        assert_eq!(
+            field(&e, json!({"scheduledAt": "soon"})).await,
+            "scheduledAt"
+        );
+        assert!(CreateCallRequest::from_json(&json!([1])).is_err());
+    }
 }
