@@ -409,3 +409,27 @@ async fn editing_a_window_so_that_it_opens_now_places_its_call() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_max_attempts_is_the_default_and_an_explicit_one_wins() {
+    let mut config = common::test_config();
+    config.dispatch.max_attempts = 5;
+    let s = TestServer::start_with(config, |b| b.simulator_config(common::short_simulator())).await;
+    let ada = s.token("ada");
+    let later = now_ms(&s) + 3_600_000;
+    let default = create(&s, &ada, json!({"scheduledAt": later})).await;
+    assert_eq!(default["maxAttempts"], 5, "CALLCAT_MAX_ATTEMPTS applies");
+    let explicit = create(&s, &ada, json!({"scheduledAt": later, "maxAttempts": 2})).await;
+    assert_eq!(explicit["maxAttempts"], 2);
+    let (st, w) = s
+        .post(
+            "/api/call-windows",
+            &ada,
+            json!({"kind": "recurring", "weekdays": ["mon"], "start": "09:00", "end": "10:00",
+                   "call": {"calleeName": "Ada", "phoneNumber": NUMBER, "subject": "s", "prompt": "p"}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{w}");
+    assert_eq!(w["call"]["maxAttempts"], 5, "a window's call too");
+    s.stop().await;
+}
