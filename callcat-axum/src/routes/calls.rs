@@ -16,9 +16,9 @@ use crate::dto::{
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::router::ApiState;
 
-/// Default page size of `GET /api/calls`.
+/// Default page size of `GET /api/calls` and `GET /api/do-not-call`.
 pub const DEFAULT_LIMIT: u32 = 20;
-/// Largest page size of `GET /api/calls`.
+/// Largest page size of `GET /api/calls` and `GET /api/do-not-call`.
 pub const MAX_LIMIT: u32 = 100;
 
 /// The `limit` query parameter of a paged list: 1 to [`MAX_LIMIT`], default

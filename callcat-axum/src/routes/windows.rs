@@ -35,7 +35,9 @@ pub struct CreateWindowRequest {
     pub start_at: Option<i64>,
     /// One-off: closing instant (epoch ms).
     pub end_at: Option<i64>,
-    /// The call to place in the window.
+    /// The call to place in the window: the fields of `POST /api/calls`
+    /// without `scheduledAt`, `notAfter` and `workflow` (`maxAttempts`,
+    /// `retryOn`, `retryDelays` and `dialWindow` apply to the calls it places).
     pub call: CallFields,
 }
 
