@@ -505,6 +505,9 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         ("get", "/api/call-windows"),
         ("put", "/api/call-windows/{windowId}"),
         ("delete", "/api/call-windows/{windowId}"),
+        ("post", "/api/do-not-call"),
+        ("get", "/api/do-not-call"),
+        ("delete", "/api/do-not-call/{phoneNumber}"),
         ("get", "/api/analytics"),
         ("post", "/webhooks/retell"),
         ("post", "/webhooks/twilio/status"),
@@ -539,7 +542,8 @@ async fn openapi_lists_every_route_and_every_listed_route_exists() {
         let concrete = path
             .replace("{callId}", "01a1fd92-5d05-728e-abef-189291294b8d")
             .replace("{providerId}", "sim_x")
-            .replace("{windowId}", "01a1fd92-5d05-728e-abef-189291294b8d");
+            .replace("{windowId}", "01a1fd92-5d05-728e-abef-189291294b8d")
+            .replace("{phoneNumber}", "%2B14155552671");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let (st, body) = s.send(m, &concrete, Some(&token), Some(json!({}))).await;
         assert_ne!(st, 405, "{method} {path}");

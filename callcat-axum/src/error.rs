@@ -84,6 +84,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// 403: authenticated, but not allowed to do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -92,6 +97,16 @@ impl ApiError {
     /// The status answered.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The stable code (`validation`, `not_found`, ...).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The request field this is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 }
 
@@ -171,28 +186,36 @@ pub fn payload_too_large() -> ApiError {
 /// Parses a JSON body, naming the field when the problem is in one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            );
-        }
-        let msg = inner.to_string();
-        let field = if path == "." || path.is_empty() {
-            missing_field(&msg).unwrap_or_default()
-        } else {
-            path
-        };
-        if field.is_empty() {
-            ApiError::new(StatusCode::BAD_REQUEST, "validation", msg)
-        } else {
-            ApiError::validation(field, msg)
-        }
-    })
+    serde_path_to_error::deserialize(de).map_err(deserialize_error)
+}
+
+/// Reads `T` from an already parsed JSON value, naming the field when the
+/// problem is in one (as [`parse_json`]).
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(deserialize_error)
+}
+
+fn deserialize_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {inner}"),
+        );
+    }
+    let msg = inner.to_string();
+    let field = if path == "." || path.is_empty() {
+        missing_field(&msg).unwrap_or_default()
+    } else {
+        path
+    };
+    if field.is_empty() {
+        ApiError::new(StatusCode::BAD_REQUEST, "validation", msg)
+    } else {
+        ApiError::validation(field, msg)
+    }
 }
 
 /// serde's "missing field `x`" names the field only in the message.

@@ -13,7 +13,7 @@ use crate::dto;
 use crate::error;
 use crate::error::ApiError;
 use crate::router::ApiState;
-use crate::routes::{active, analytics, windows};
+use crate::routes::{active, analytics, do_not_call, windows};
 use crate::sse;
 use crate::webhooks;
 
@@ -32,6 +32,12 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
         dto::CallDto,
         dto::CallListDto,
         dto::CreateCallRequest,
+        dto::CallPlan,
+        dto::AttemptDto,
+        dto::RetryOnFields,
+        dto::RetryOnDto,
+        dto::DialWindowFields,
+        dto::DialWindowDto,
         dto::EditCallRequest,
         dto::TranscriptDto,
         dto::SegmentDto,
@@ -41,6 +47,9 @@ pub const OPENAPI_PATH: &str = "/api/openapi.json";
         active::ActiveCallDto,
         windows::CreateWindowRequest,
         windows::WindowDto,
+        do_not_call::AddDoNotCallRequest,
+        do_not_call::DoNotCallDto,
+        do_not_call::DoNotCallListDto,
         sse::TranscriptEventDto,
         sse::LaggedDto,
         analytics::AnalyticsDto,

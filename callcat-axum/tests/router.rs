@@ -149,6 +149,9 @@ async fn every_route_is_documented_and_every_documented_route_is_routed() {
         ("get", "/api/call-windows"),
         ("put", "/api/call-windows/{windowId}"),
         ("delete", "/api/call-windows/{windowId}"),
+        ("post", "/api/do-not-call"),
+        ("get", "/api/do-not-call"),
+        ("delete", "/api/do-not-call/{phoneNumber}"),
         ("get", "/api/analytics"),
         ("get", "/healthz"),
         ("get", "/readyz"),
@@ -174,7 +177,8 @@ async fn every_route_is_documented_and_every_documented_route_is_routed() {
         let concrete = path
             .replace("{callId}", "01a1fd92-5d05-728e-abef-189291294b8d")
             .replace("{providerId}", "sim_x")
-            .replace("{windowId}", "01a1fd92-5d05-728e-abef-189291294b8d");
+            .replace("{windowId}", "01a1fd92-5d05-728e-abef-189291294b8d")
+            .replace("{phoneNumber}", "%2B14155552671");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let (st, body) = send(
             &app,

@@ -11,6 +11,15 @@ use crate::error::{Error, Result};
 /// Upper bound on `max_attempts` accepted from users.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
 
+/// Most entries in [`RetryPolicy::delays`].
+pub const MAX_RETRY_DELAYS: usize = 20;
+
+/// Shortest delay accepted in [`RetryPolicy::delays`] (1 s).
+pub const MIN_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Longest delay accepted in [`RetryPolicy::delays`] (7 days).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// When and whether to retry a call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -36,6 +45,11 @@ pub struct RetryPolicy {
     pub retry_on_dial_error: bool,
     /// Retry when a connected call broke off with an error.
     pub retry_on_error: bool,
+    /// Explicit delays before each retry: retry `n` waits `delays[n - 1]`, the
+    /// last entry repeating for later retries (jitter still applies; `max_delay`
+    /// does not cap them). Empty: exponential backoff from `base_delay`.
+    #[serde(default, with = "millis_list", skip_serializing_if = "Vec::is_empty")]
+    pub delays: Vec<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -51,6 +65,7 @@ impl Default for RetryPolicy {
             retry_on_voicemail: false,
             retry_on_dial_error: true,
             retry_on_error: false,
+            delays: Vec::new(),
         }
     }
 }
@@ -85,6 +100,22 @@ impl RetryPolicy {
                 "jitter must be between 0 and 1",
             ));
         }
+        if self.delays.len() > MAX_RETRY_DELAYS {
+            return Err(Error::validation(
+                "retryDelays",
+                format!("at most {MAX_RETRY_DELAYS} retry delays are allowed"),
+            ));
+        }
+        if let Some(i) = self
+            .delays
+            .iter()
+            .position(|d| *d < MIN_RETRY_DELAY || *d > MAX_RETRY_DELAY)
+        {
+            return Err(Error::validation(
+                format!("retryDelays[{i}]"),
+                "each retry delay must be between 1 second and 7 days",
+            ));
+        }
         if self.max_delay < self.base_delay {
             return Err(Error::validation(
                 "retryPolicy",
@@ -108,15 +139,23 @@ impl RetryPolicy {
 
     /// The delay before retry number `retry` (1 = the first retry), with jitter drawn
     /// from `rng`.
+    /// With explicit [`RetryPolicy::delays`], retry `n` uses `delays[min(n - 1,
+    /// len - 1)]` instead of the exponential backoff.
     pub fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
-        let exp = self.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
-        let base = (self.base_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
         let factor = if self.jitter > 0.0 {
             1.0 + rng.random_range(-self.jitter..=self.jitter)
         } else {
             1.0
         };
-        let secs = (base * factor).clamp(0.0, self.max_delay.as_secs_f64());
+        let index = (retry.saturating_sub(1) as usize).min(self.delays.len().saturating_sub(1));
+        let secs = match self.delays.get(index) {
+            Some(d) => (d.as_secs_f64() * factor).max(0.0),
+            None => {
+                let exp = self.multiplier.powi(retry.saturating_sub(1).min(64) as i32);
+                let base = (self.base_delay.as_secs_f64() * exp).min(self.max_delay.as_secs_f64());
+                (base * factor).clamp(0.0, self.max_delay.as_secs_f64())
+            }
+        };
         Duration::from_millis((secs * 1000.0).round() as u64)
     }
 
@@ -156,6 +195,23 @@ mod millis {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod millis_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            d.iter()
+                .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<u64>::deserialize(d).map(|v| v.into_iter().map(Duration::from_millis).collect())
     }
 }
 
@@ -242,6 +298,65 @@ mod tests {
                 &mut rng
             ),
             RetryDecision::RetryAfter(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn explicit_delays_are_used_per_retry_with_the_last_repeating() {
+        let p = RetryPolicy {
+            delays: vec![Duration::from_secs(30), Duration::from_secs(7200)],
+            ..no_jitter()
+        };
+        let mut rng = SmallRng::seed_from_u64(1);
+        let d: Vec<u64> = (1..=4).map(|r| p.backoff(r, &mut rng).as_secs()).collect();
+        // The two-hour delay is not capped by the one-hour max_delay.
+        assert_eq!(d, vec![30, 7200, 7200, 7200]);
+        assert_eq!(
+            p.decide(CallOutcome::Busy, 1, None, &mut rng),
+            RetryDecision::RetryAfter(Duration::from_secs(30))
+        );
+        // Jitter still applies, within its bounds, seeded.
+        let jittered = RetryPolicy {
+            delays: vec![Duration::from_secs(100)],
+            ..RetryPolicy::default()
+        };
+        for seed in 0..100 {
+            let a = jittered.backoff(3, &mut SmallRng::seed_from_u64(seed));
+            assert_eq!(a, jittered.backoff(3, &mut SmallRng::seed_from_u64(seed)));
+            assert!(a >= Duration::from_secs(80) && a <= Duration::from_secs(120));
+        }
+    }
+
+    #[test]
+    fn delays_are_bounded_and_round_trip_as_milliseconds() {
+        let mut p = RetryPolicy {
+            delays: vec![Duration::from_secs(60); MAX_RETRY_DELAYS],
+            ..RetryPolicy::default()
+        };
+        assert!(p.validate().is_ok());
+        let json = serde_json::to_value(&p).expect("json");
+        assert_eq!(json["delays"][0], 60_000);
+        assert_eq!(
+            serde_json::from_value::<RetryPolicy>(json).expect("back"),
+            p
+        );
+        p.delays.push(Duration::from_secs(60));
+        assert_eq!(p.validate().expect_err("21").field(), Some("retryDelays"));
+        p.delays = vec![Duration::from_secs(5), Duration::from_millis(500)];
+        assert_eq!(
+            p.validate().expect_err("too short").field(),
+            Some("retryDelays[1]")
+        );
+        p.delays = vec![MAX_RETRY_DELAY + Duration::from_secs(1)];
+        assert!(p.validate().is_err());
+        // A policy stored before `delays` existed still reads, with none.
+        let mut old = serde_json::to_value(RetryPolicy::default()).expect("json");
+        old.as_object_mut().expect("object").remove("delays");
+        assert!(
+            serde_json::from_value::<RetryPolicy>(old)
+                .expect("old")
+                .delays
+                .is_empty()
         );
     }
 

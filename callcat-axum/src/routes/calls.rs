@@ -11,14 +11,30 @@ use utoipa::IntoParams;
 use crate::auth::AuthUser;
 use crate::dto::{
     CallDto, CallListDto, CreateCallRequest, EditCallRequest, PutTranscriptRequest, TranscriptDto,
+    Workflow,
 };
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::router::ApiState;
 
-/// Default page size of `GET /api/calls`.
+/// Default page size of `GET /api/calls` and `GET /api/do-not-call`.
 pub const DEFAULT_LIMIT: u32 = 20;
-/// Largest page size of `GET /api/calls`.
+/// Largest page size of `GET /api/calls` and `GET /api/do-not-call`.
 pub const MAX_LIMIT: u32 = 100;
+
+/// The `limit` query parameter of a paged list: 1 to [`MAX_LIMIT`], default
+/// [`DEFAULT_LIMIT`].
+pub(crate) fn page_limit(raw: Option<&str>) -> ApiResult<u32> {
+    match raw {
+        None | Some("") => Ok(DEFAULT_LIMIT),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::validation("limit", format!("limit must be between 1 and {MAX_LIMIT}"))
+            }),
+    }
+}
 
 pub(crate) fn call_id(raw: &str) -> ApiResult<CallId> {
     // A malformed id cannot name anyone's call: answer as for an unknown one.
@@ -27,6 +43,8 @@ pub(crate) fn call_id(raw: &str) -> ApiResult<CallId> {
 }
 
 /// Creates a call. `Idempotency-Key` makes a retried POST return the first call (200).
+/// With `workflow: "classify_then_call"` the call created (and returned) is the
+/// classification call; the task call follows with `parentCallId` set to it.
 #[utoipa::path(
     post, path = "/api/calls", tag = "calls",
     request_body = CreateCallRequest,
@@ -44,7 +62,7 @@ pub async fn create_call(
     State(state): State<ApiState>,
     user: AuthUser,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<CreateCallRequest>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let key = match headers.get("idempotency-key") {
         Some(v) => Some(
@@ -54,8 +72,17 @@ pub async fn create_call(
         ),
         None => None,
     };
-    let new = body.into_new_call(key)?;
-    let created = state.service().create(&user.owner, new).await?;
+    let (new, workflow) =
+        CreateCallRequest::from_json(&body)?.into_new_call(state.engine(), key)?;
+    let created = match workflow {
+        Workflow::Single => state.service().create(&user.owner, new).await?,
+        Workflow::ClassifyThenCall => {
+            state
+                .engine()
+                .start_classify_then_call(&user.owner, new)
+                .await?
+        }
+    };
     let status = match &created {
         Created::New(c) => {
             tracing::info!(call = %c.id, to = %c.phone_number, at = %c.scheduled_for, "call created");
@@ -96,14 +123,7 @@ pub async fn list_calls(
     user: AuthUser,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<CallListDto>> {
-    let limit = match p.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::validation("limit", "limit must be between 1 and 100"))?,
-    };
+    let limit = page_limit(p.limit.as_deref())?;
     let status = p
         .status
         .as_deref()

@@ -4,6 +4,7 @@
 pub mod active;
 pub mod analytics;
 pub mod calls;
+pub mod do_not_call;
 pub mod health;
 pub mod windows;
 
@@ -32,6 +33,11 @@ pub(crate) fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(calls::live_transcript))
         .routes(routes!(windows::create_window, windows::list_windows))
         .routes(routes!(windows::put_window, windows::delete_window))
+        .routes(routes!(
+            do_not_call::add_do_not_call,
+            do_not_call::list_do_not_call
+        ))
+        .routes(routes!(do_not_call::remove_do_not_call))
         .routes(routes!(analytics::analytics))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -6,15 +6,13 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use callcat_core::chrono::{NaiveTime, Weekday};
-use callcat_core::chrono_tz::Tz;
-use callcat_core::{
-    CallTemplate, CallWindow, RecurringWindow, WindowEdit, WindowId, WindowSchedule,
-};
+use callcat_core::{CallTemplate, CallWindow, WindowEdit, WindowId, WindowSchedule};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
+use crate::dto::dial_window::{self, DialWindowDto};
+use crate::dto::retry::{self, RetryOnDto};
 use crate::dto::{CallFields, from_ms, ms};
 use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use crate::router::ApiState;
@@ -37,7 +35,9 @@ pub struct CreateWindowRequest {
     pub start_at: Option<i64>,
     /// One-off: closing instant (epoch ms).
     pub end_at: Option<i64>,
-    /// The call to place in the window.
+    /// The call to place in the window: the fields of `POST /api/calls`
+    /// without `scheduledAt`, `notAfter` and `workflow` (`maxAttempts`,
+    /// `retryOn`, `retryDelays` and `dialWindow` apply to the calls it places).
     pub call: CallFields,
 }
 
@@ -66,6 +66,12 @@ pub struct TemplateDto {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Most attempts.
     pub max_attempts: u32,
+    /// Which outcomes are retried.
+    pub retry_on: RetryOnDto,
+    /// Seconds before each retry; empty: exponential backoff.
+    pub retry_delays: Vec<u64>,
+    /// The weekly window the call may be dialed in; `null`: any time.
+    pub dial_window: Option<DialWindowDto>,
 }
 
 impl From<&CallTemplate> for TemplateDto {
@@ -81,6 +87,9 @@ impl From<&CallTemplate> for TemplateDto {
             variables: t.variables.clone(),
             metadata: t.metadata.clone(),
             max_attempts: t.retry_policy.max_attempts,
+            retry_on: RetryOnDto::from(&t.retry_policy),
+            retry_delays: retry::delays_as_secs(&t.retry_policy),
+            dial_window: t.dial_window.as_ref().map(DialWindowDto::from),
         }
     }
 }
@@ -116,10 +125,6 @@ pub struct WindowDto {
     pub created_at: i64,
 }
 
-fn weekday_name(d: Weekday) -> String {
-    d.to_string().to_ascii_lowercase()
-}
-
 impl From<&CallWindow> for WindowDto {
     fn from(w: &CallWindow) -> Self {
         let mut dto = WindowDto {
@@ -136,10 +141,11 @@ impl From<&CallWindow> for WindowDto {
         };
         match &w.schedule {
             WindowSchedule::Recurring(r) => {
+                let days = DialWindowDto::from(r);
                 dto.kind = "recurring".into();
-                dto.weekdays = Some(r.weekdays.iter().map(|d| weekday_name(*d)).collect());
-                dto.start = Some(r.start.format("%H:%M").to_string());
-                dto.end = Some(r.end.format("%H:%M").to_string());
+                dto.weekdays = Some(days.weekdays);
+                dto.start = Some(days.start);
+                dto.end = Some(days.end);
             }
             WindowSchedule::OneOff {
                 start_at, end_at, ..
@@ -153,41 +159,17 @@ impl From<&CallWindow> for WindowDto {
     }
 }
 
-fn time_of_day(field: &str, v: Option<String>) -> ApiResult<NaiveTime> {
-    let v = v.ok_or_else(|| ApiError::validation(field, format!("{field} is required")))?;
-    NaiveTime::parse_from_str(&v, "%H:%M")
-        .or_else(|_| NaiveTime::parse_from_str(&v, "%H:%M:%S"))
-        .map_err(|_| ApiError::validation(field, "expected a local time as HH:MM"))
-}
-
 impl CreateWindowRequest {
     fn into_schedule(self) -> ApiResult<(WindowSchedule, CallFields)> {
-        let timezone: Tz = match self.timezone.as_deref() {
-            None | Some("") => Tz::UTC,
-            Some(z) => z.parse().map_err(|_| {
-                ApiError::validation("timezone", format!("unknown time zone {z:?}"))
-            })?,
-        };
+        let timezone = dial_window::timezone("timezone", self.timezone.as_deref())?;
         let schedule = match self.kind.as_str() {
-            "recurring" => {
-                let days = self
-                    .weekdays
-                    .ok_or_else(|| ApiError::validation("weekdays", "weekdays is required"))?;
-                let weekdays = days
-                    .iter()
-                    .map(|d| {
-                        d.parse::<Weekday>().map_err(|_| {
-                            ApiError::validation("weekdays", format!("{d:?} is not a weekday"))
-                        })
-                    })
-                    .collect::<ApiResult<Vec<_>>>()?;
-                WindowSchedule::Recurring(RecurringWindow {
-                    weekdays,
-                    start: time_of_day("start", self.start)?,
-                    end: time_of_day("end", self.end)?,
-                    timezone,
-                })
-            }
+            "recurring" => WindowSchedule::Recurring(dial_window::recurring_window(
+                "",
+                self.weekdays.as_deref(),
+                self.start.as_deref(),
+                self.end.as_deref(),
+                timezone,
+            )?),
             "one_off" => {
                 let start_at = self
                     .start_at
@@ -229,7 +211,7 @@ pub async fn create_window(
     ApiJson(body): ApiJson<CreateWindowRequest>,
 ) -> ApiResult<(StatusCode, Json<WindowDto>)> {
     let (schedule, fields) = body.into_schedule()?;
-    let template = fields.into_template()?;
+    let template = fields.into_template(state.engine())?;
     // The planner places its call at once if it is open (idempotent per owner and day).
     let w = state
         .engine()
@@ -300,7 +282,7 @@ pub async fn put_window(
 ) -> ApiResult<Json<WindowDto>> {
     let id = window_id(&id)?;
     let (schedule, fields) = body.into_schedule()?;
-    let template = fields.into_template()?;
+    let template = fields.into_template(state.engine())?;
     let edit = WindowEdit {
         schedule: Some(schedule),
         template: Some(template),

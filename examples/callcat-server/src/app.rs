@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
 use crate::metrics::Metrics;
 use crate::ops;
-use crate::server::{Background, Server};
+use crate::server::{Background, DevTokens, Server};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -228,8 +228,11 @@ impl ServerBuilder {
             None => (random_secret(), true),
         };
         let jwt = JwtAuthenticator::new(&jwt_secret, clock.clone());
-        let dev_token = if dev_mode {
-            Some(jwt.mint("demo", None, None, DEV_TOKEN_TTL)?)
+        let dev_tokens = if dev_mode {
+            Some(DevTokens {
+                user: jwt.mint("demo", None, None, DEV_TOKEN_TTL)?,
+                admin: jwt.mint("admin", None, Some("admin"), DEV_TOKEN_TTL)?,
+            })
         } else {
             None
         };
@@ -294,7 +297,7 @@ impl ServerBuilder {
             self.config,
             background,
             simulator,
-            dev_token,
+            dev_tokens,
             stop_tx,
         ))
     }

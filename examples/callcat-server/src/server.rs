@@ -32,8 +32,17 @@ pub struct Server {
     config: Config,
     background: Background,
     simulator: Option<Simulator>,
-    dev_token: Option<String>,
+    dev_tokens: Option<DevTokens>,
     stop_tx: watch::Sender<bool>,
+}
+
+/// Development mode's tokens (tenant `default`), minted with the generated secret.
+#[derive(Clone)]
+pub(crate) struct DevTokens {
+    /// The user `demo`.
+    pub(crate) user: String,
+    /// The user `admin`, role `admin` (the tenant's do-not-call list, analytics).
+    pub(crate) admin: String,
 }
 
 impl std::fmt::Debug for Server {
@@ -71,7 +80,7 @@ impl Server {
         config: Config,
         background: Background,
         simulator: Option<Simulator>,
-        dev_token: Option<String>,
+        dev_tokens: Option<DevTokens>,
         stop_tx: watch::Sender<bool>,
     ) -> Self {
         Server {
@@ -80,7 +89,7 @@ impl Server {
             config,
             background,
             simulator,
-            dev_token,
+            dev_tokens,
             stop_tx,
         }
     }
@@ -107,7 +116,13 @@ impl Server {
 
     /// In development mode (no JWT secret), a token for the user `demo`.
     pub fn dev_token(&self) -> Option<&str> {
-        self.dev_token.as_deref()
+        self.dev_tokens.as_ref().map(|t| t.user.as_str())
+    }
+
+    /// In development mode, a token for the administrator `admin` of the same
+    /// tenant (it manages the tenant's do-not-call list).
+    pub fn dev_admin_token(&self) -> Option<&str> {
+        self.dev_tokens.as_ref().map(|t| t.admin.as_str())
     }
 
     /// The configuration.
@@ -132,10 +147,12 @@ impl Server {
             store_name(&self.config.store),
             telephony_name(&self.config.telephony),
         );
-        if let Some(token) = &self.dev_token {
+        if let Some(DevTokens { user: token, admin }) = &self.dev_tokens {
             s.push_str(&format!(
                 "\nDevelopment mode: no CALLCAT_JWT_SECRET, so a secret was generated for this run.\n\
                  A token for the user `demo` (valid 30 days):\n\n  export TOKEN={token}\n\n\
+                 One for `admin`, an administrator of the same tenant (do-not-call list):\n\n  \
+                 export ADMIN={admin}\n\n\
                  Try:\n\n  curl -s -X POST {base}/api/calls -H \"Authorization: Bearer $TOKEN\" \\\n    \
                  -H 'Content-Type: application/json' \\\n    \
                  -d '{{\"calleeName\":\"Ada Lovelace\",\"phoneNumber\":\"+14155552671\",\"subject\":\"Demo\",\"prompt\":\"Say hello.\"}}'\n\n  \

@@ -50,7 +50,7 @@ pub(crate) struct Args {
         help_heading = "Dialing"
     )]
     pub owner_cap: Option<String>,
-    /// Dial attempts for a call that does not say, 1..=20 [default: 3]
+    /// Dial attempts for a call (or a call window's call) that does not say, 1..=20 [default: 3]
     #[arg(
         long,
         env = "CALLCAT_MAX_ATTEMPTS",

@@ -1,13 +1,20 @@
 //! The JSON shapes of the HTTP API (camelCase, times as epoch milliseconds) and
 //! their conversions to and from core types.
 
+mod create;
+pub mod dial_window;
+pub mod retry;
+
 use std::collections::BTreeMap;
 
 use callcat_core::chrono::{DateTime, Utc};
-use callcat_core::{Call, CallEdit, CallTemplate, NewCall, PhoneNumber, Transcript};
+use callcat_core::{AttemptRecord, Call, CallEdit, PhoneNumber, Transcript};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use self::create::{CLASSIFY_THEN_CALL, CallFields, CallPlan, CreateCallRequest, Workflow};
+pub use self::dial_window::{DialWindowDto, DialWindowFields};
+pub use self::retry::{RetryOnDto, RetryOnFields};
 use crate::error::ApiError;
 
 /// Epoch milliseconds.
@@ -24,90 +31,6 @@ pub fn from_ms(field: &str, v: i64) -> Result<DateTime<Utc>, ApiError> {
 /// Parses a phone number, naming `field` when invalid.
 pub fn phone(field: &str, v: &str) -> Result<PhoneNumber, ApiError> {
     PhoneNumber::parse(v).map_err(|e| ApiError::validation(field, e.to_string()))
-}
-
-fn required(field: &str, v: Option<String>) -> Result<String, ApiError> {
-    v.ok_or_else(|| ApiError::validation(field, format!("{field} is required")))
-}
-
-/// The call to place: shared by `POST /api/calls` and call windows.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CallFields {
-    /// Who is called.
-    pub callee_name: Option<String>,
-    /// E.164 number, e.g. `+14155552671`.
-    pub phone_number: Option<String>,
-    /// A short description.
-    pub subject: Option<String>,
-    /// Instructions for the AI agent.
-    pub prompt: Option<String>,
-    /// Language the agent speaks (BCP 47).
-    pub ai_language: Option<String>,
-    /// Voice id at the provider.
-    pub voice_id: Option<String>,
-    /// The number shown to the callee.
-    pub caller_number: Option<String>,
-    /// Dynamic variables for the agent.
-    pub variables: Option<BTreeMap<String, String>>,
-    /// Free metadata, returned as given. With the simulator, `metadata.simulate`
-    /// picks the outcome (`answered`, `no_answer`, `busy`, `voicemail`, ...).
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Most dial attempts (1 to 20).
-    pub max_attempts: Option<u32>,
-}
-
-impl CallFields {
-    /// The core template (validated further by the core).
-    pub fn into_template(self) -> Result<CallTemplate, ApiError> {
-        let number = phone("phoneNumber", &required("phoneNumber", self.phone_number)?)?;
-        let mut t = CallTemplate::new(
-            required("calleeName", self.callee_name)?,
-            number,
-            required("subject", self.subject)?,
-            required("prompt", self.prompt)?,
-        );
-        t.caller_number = self
-            .caller_number
-            .map(|n| phone("callerNumber", &n))
-            .transpose()?;
-        t.language = self.ai_language;
-        t.voice = self.voice_id;
-        t.variables = self.variables.unwrap_or_default();
-        t.metadata = self.metadata.unwrap_or_default();
-        if let Some(m) = self.max_attempts {
-            t.retry_policy.max_attempts = m;
-        }
-        Ok(t)
-    }
-}
-
-/// `POST /api/calls`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateCallRequest {
-    /// What to call.
-    #[serde(flatten)]
-    pub call: CallFields,
-    /// When to dial (epoch ms); absent means now.
-    pub scheduled_at: Option<i64>,
-    /// Give up if it cannot be placed by then (epoch ms).
-    pub not_after: Option<i64>,
-}
-
-impl CreateCallRequest {
-    /// The core request.
-    pub fn into_new_call(self, idempotency_key: Option<String>) -> Result<NewCall, ApiError> {
-        let mut n = NewCall::new(self.call.into_template()?);
-        n.scheduled_for = self
-            .scheduled_at
-            .map(|v| from_ms("scheduledAt", v))
-            .transpose()?;
-        n.not_after = self.not_after.map(|v| from_ms("notAfter", v)).transpose()?;
-        n.idempotency_key = idempotency_key;
-        Ok(n)
-    }
 }
 
 /// `PUT /api/calls/{callId}`: absent fields are left as they are.
@@ -190,6 +113,43 @@ pub struct CostDto {
     pub currency: String,
 }
 
+/// One dial attempt of a call.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptDto {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When the dial request was sent (epoch ms).
+    pub dialed_at: Option<i64>,
+    /// The provider's id for this attempt.
+    pub provider_call_id: Option<String>,
+    /// When the callee answered (epoch ms).
+    pub started_at: Option<i64>,
+    /// When the attempt ended (epoch ms).
+    pub ended_at: Option<i64>,
+    /// How it ended (`answered`, `busy`, ...).
+    pub outcome: Option<String>,
+    /// The provider's disconnection reason, verbatim.
+    pub disconnection_reason: Option<String>,
+    /// The error, if the attempt failed with one.
+    pub error: Option<String>,
+}
+
+impl From<&AttemptRecord> for AttemptDto {
+    fn from(a: &AttemptRecord) -> Self {
+        AttemptDto {
+            attempt: a.number,
+            dialed_at: a.dialed_at.map(ms),
+            provider_call_id: a.provider_call_id.clone(),
+            started_at: a.started_at.map(ms),
+            ended_at: a.ended_at.map(ms),
+            outcome: a.outcome.map(|o| o.as_str().to_owned()),
+            disconnection_reason: a.disconnection_reason.clone(),
+            error: a.error.clone(),
+        }
+    }
+}
+
 /// A call as the API returns it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -219,6 +179,19 @@ pub struct CallDto {
     pub attempts: u32,
     /// Most attempts.
     pub max_attempts: u32,
+    /// Which outcomes are retried.
+    pub retry_on: RetryOnDto,
+    /// Seconds before each retry (the last repeats); empty: exponential backoff.
+    pub retry_delays: Vec<u64>,
+    /// The weekly window it may be dialed in; `null`: any time.
+    pub dial_window: Option<DialWindowDto>,
+    /// The call that led to this one (a workflow's follow-up); `null` otherwise.
+    pub parent_call_id: Option<String>,
+    /// The workflow step this call is (`metadata.workflow`, e.g. `classify`);
+    /// `null` otherwise.
+    pub workflow: Option<String>,
+    /// Every attempt so far, oldest first.
+    pub attempt_history: Vec<AttemptDto>,
     /// When to dial (epoch ms).
     pub scheduled_at: i64,
     /// Expiry (epoch ms).
@@ -270,6 +243,16 @@ impl From<&Call> for CallDto {
             outcome: c.outcome.map(|o| o.as_str().to_owned()),
             attempts: c.attempts,
             max_attempts: c.retry_policy.max_attempts,
+            retry_on: RetryOnDto::from(&c.retry_policy),
+            retry_delays: retry::delays_as_secs(&c.retry_policy),
+            dial_window: c.dial_window.as_ref().map(DialWindowDto::from),
+            parent_call_id: c.parent_call_id.map(|p| p.to_string()),
+            workflow: c
+                .metadata
+                .get("workflow")
+                .and_then(|w| w.as_str())
+                .map(str::to_owned),
+            attempt_history: c.history.iter().map(AttemptDto::from).collect(),
             scheduled_at: ms(c.scheduled_for),
             not_after: c.not_after.map(ms),
             next_action_at: c.next_action_at.map(ms),
