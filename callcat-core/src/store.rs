@@ -314,6 +314,9 @@ pub trait DoNotCallStore: Send + Sync + 'static {
     /// Whether a number is on a tenant's list.
     async fn contains(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<bool>;
 
+    /// A tenant's entry for a number, if it is listed.
+    async fn get(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<Option<DoNotCallEntry>>;
+
     /// A tenant's entries, oldest first, page by page (`limit` 1 to
     /// [`MAX_PAGE_SIZE`]; the cursor is opaque, an invalid one is a `Validation`
     /// error on `nextToken`).

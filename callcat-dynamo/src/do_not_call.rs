@@ -250,6 +250,28 @@ impl DynamoDoNotCallStore {
         Ok(out.item.is_some_and(|i| !i.is_empty()))
     }
 
+    /// The entry under `(tenant, number_key)`, if any.
+    async fn read(&self, tenant: &TenantId, number_key: &str) -> DResult<Option<DoNotCallEntry>> {
+        let req = self
+            .ctx
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(tenant, number_key)))
+            .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        let out = self
+            .ctx
+            .send(OpKind::Read, req)
+            .await
+            .map_err(|e| DynamoError::sdk("GetItem", e))?;
+        out.item
+            .filter(|i| !i.is_empty())
+            .map(|i| entry_from_item(&i, tenant, self.cipher.as_ref()))
+            .transpose()
+    }
+
     /// Whether any of `keys` is listed for `tenant` (one `GetItem` each, in parallel).
     async fn any_exists(&self, tenant: &TenantId, keys: &[String]) -> DResult<bool> {
         let found = try_join_all(keys.iter().map(|k| self.exists(tenant, k))).await?;
@@ -383,6 +405,12 @@ impl DoNotCallStore for DynamoDoNotCallStore {
     async fn contains(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<bool> {
         let keys = lookup_keys(self.cipher.as_ref(), number);
         Ok(self.any_exists(tenant, &keys).await?)
+    }
+
+    async fn get(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<Option<DoNotCallEntry>> {
+        let keys = lookup_keys(self.cipher.as_ref(), number);
+        let found = try_join_all(keys.iter().map(|k| self.read(tenant, k))).await?;
+        Ok(found.into_iter().flatten().min_by_key(|e| e.added_at))
     }
 
     async fn list(

@@ -8,11 +8,8 @@ mod common;
 
 use std::sync::Arc;
 
-use callcat_core::{
-    CallStore, DoNotCallEntry, DoNotCallStore, Page, PhoneNumber, TenantId, TranscriptStore,
-    WindowStore,
-};
-use common::{Dropping, TestStores, test_stores};
+use callcat_core::{CallStore, DoNotCallStore, TranscriptStore, WindowStore};
+use common::{Dropping, test_stores};
 
 async fn make_calls() -> Option<Arc<dyn CallStore>> {
     let s = test_stores().await?;
@@ -29,44 +26,9 @@ async fn make_windows() -> Option<Arc<dyn WindowStore>> {
     Some(Arc::new(Dropping::new(s.windows.clone(), s)))
 }
 
-/// A do-not-call store that deletes its tables when dropped (core's `KeepAlive`
-/// wraps the other three store traits).
-struct KeepTables<S> {
-    inner: Arc<S>,
-    _tables: TestStores,
-}
-
-#[async_trait::async_trait]
-impl<S: DoNotCallStore> DoNotCallStore for KeepTables<S> {
-    async fn add(&self, entry: &DoNotCallEntry) -> callcat_core::Result<bool> {
-        self.inner.add(entry).await
-    }
-    async fn remove(&self, tenant: &TenantId, number: &PhoneNumber) -> callcat_core::Result<()> {
-        self.inner.remove(tenant, number).await
-    }
-    async fn contains(
-        &self,
-        tenant: &TenantId,
-        number: &PhoneNumber,
-    ) -> callcat_core::Result<bool> {
-        self.inner.contains(tenant, number).await
-    }
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> callcat_core::Result<Page<DoNotCallEntry>> {
-        self.inner.list(tenant, limit, cursor).await
-    }
-}
-
 async fn make_do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
     let s = test_stores().await?;
-    Some(Arc::new(KeepTables {
-        inner: s.do_not_call.clone(),
-        _tables: s,
-    }))
+    Some(Arc::new(Dropping::new(s.do_not_call.clone(), s)))
 }
 
 callcat_core::call_store_conformance_tests!(make_calls);
@@ -100,10 +62,7 @@ mod encrypted {
     async fn make_do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
         let s = test_stores().await?;
         let do_not_call = Arc::new(s.do_not_call.as_ref().clone().with_cipher(cipher()));
-        Some(Arc::new(KeepTables {
-            inner: do_not_call,
-            _tables: s,
-        }))
+        Some(Arc::new(Dropping::new(do_not_call, s)))
     }
 
     callcat_core::call_store_conformance_tests!(make_calls);

@@ -64,6 +64,7 @@ struct DoNotCallSql {
     add: String,
     remove: String,
     contains: String,
+    get: String,
     first_page: String,
     next_page: String,
 }
@@ -86,6 +87,10 @@ impl DoNotCallSql {
             remove: format!("DELETE FROM {t} WHERE tenant_id = $1 AND number_key = ANY($2)"),
             contains: format!(
                 "SELECT EXISTS (SELECT 1 FROM {t} WHERE tenant_id = $1 AND number_key = ANY($2))"
+            ),
+            get: format!(
+                "SELECT {COLUMNS} FROM {t} WHERE tenant_id = $1 AND number_key = ANY($2) \
+                 ORDER BY added_at, number_key LIMIT 1"
             ),
             first_page: format!(
                 "SELECT {COLUMNS} FROM {t} WHERE tenant_id = $1 \
@@ -245,6 +250,17 @@ impl DoNotCallStore for PostgresDoNotCallStore {
             .await
             .map_err(PgError::sqlx("reading the do-not-call list"))?;
         Ok(listed)
+    }
+
+    async fn get(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<Option<DoNotCallEntry>> {
+        let keys = lookup_keys(self.cipher(), number);
+        let row: Option<Row> = sqlx::query_as(AssertSqlSafe(self.sql.get.as_str()))
+            .bind(tenant.as_str())
+            .bind(&keys)
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("reading the do-not-call list"))?;
+        row.map(|r| open(self.cipher(), tenant, r)).transpose()
     }
 
     async fn list(

@@ -9,10 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use callcat_core::testing::KeepAlive;
-use callcat_core::{
-    CallStore, DoNotCallEntry, DoNotCallStore, Page, PhoneNumber, TenantId, TranscriptStore,
-    WindowStore,
-};
+use callcat_core::{CallStore, DoNotCallStore, TranscriptStore, WindowStore};
 
 async fn calls() -> Option<Arc<dyn CallStore>> {
     let db = common::test_db().await?;
@@ -38,44 +35,12 @@ async fn windows() -> Option<Arc<dyn WindowStore>> {
     )))
 }
 
-/// A do-not-call store that keeps its test schema until it is dropped (core's
-/// `KeepAlive` wraps the other three store traits).
-struct KeepSchema<S> {
-    inner: S,
-    _guard: common::SchemaGuard,
-}
-
-#[async_trait::async_trait]
-impl<S: DoNotCallStore> DoNotCallStore for KeepSchema<S> {
-    async fn add(&self, entry: &DoNotCallEntry) -> callcat_core::Result<bool> {
-        self.inner.add(entry).await
-    }
-    async fn remove(&self, tenant: &TenantId, number: &PhoneNumber) -> callcat_core::Result<()> {
-        self.inner.remove(tenant, number).await
-    }
-    async fn contains(
-        &self,
-        tenant: &TenantId,
-        number: &PhoneNumber,
-    ) -> callcat_core::Result<bool> {
-        self.inner.contains(tenant, number).await
-    }
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        limit: u32,
-        cursor: Option<&str>,
-    ) -> callcat_core::Result<Page<DoNotCallEntry>> {
-        self.inner.list(tenant, limit, cursor).await
-    }
-}
-
 async fn do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
     let db = common::test_db().await?;
-    Some(Arc::new(KeepSchema {
-        inner: db.store.do_not_call(),
-        _guard: db.guard,
-    }))
+    Some(Arc::new(KeepAlive::new(
+        Arc::new(db.store.do_not_call()),
+        db.guard,
+    )))
 }
 
 callcat_core::call_store_conformance_tests!(calls);
@@ -112,10 +77,10 @@ mod encrypted {
 
     async fn do_not_call() -> Option<Arc<dyn DoNotCallStore>> {
         let db = common::test_db().await?;
-        Some(Arc::new(KeepSchema {
-            inner: db.store.with_cipher(cipher()).do_not_call(),
-            _guard: db.guard,
-        }))
+        Some(Arc::new(KeepAlive::new(
+            Arc::new(db.store.with_cipher(cipher()).do_not_call()),
+            db.guard,
+        )))
     }
 
     callcat_core::call_store_conformance_tests!(calls);

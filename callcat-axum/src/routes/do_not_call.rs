@@ -5,8 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use callcat_core::store::MAX_PAGE_SIZE;
-use callcat_core::{DoNotCallEntry, PhoneNumber, TenantId};
+use callcat_core::DoNotCallEntry;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -77,29 +76,6 @@ fn admin(user: &AuthUser) -> ApiResult<()> {
     }
 }
 
-/// The tenant's entry for `number`, read by paging through the list (only
-/// when listing it twice, so the cost stays off the usual path).
-async fn listed_entry(
-    state: &ApiState,
-    tenant: &TenantId,
-    number: &PhoneNumber,
-) -> ApiResult<Option<DoNotCallEntry>> {
-    let service = state.engine().do_not_call();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = service
-            .list(tenant, MAX_PAGE_SIZE, cursor.as_deref())
-            .await?;
-        if let Some(e) = page.items.into_iter().find(|e| &e.phone_number == number) {
-            return Ok(Some(e));
-        }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(None),
-        }
-    }
-}
-
 /// Puts a number on the tenant's do-not-call list (administrators only). Calls
 /// to it, already scheduled or not, end CANCELED before any dial. Listing a
 /// number again changes nothing and answers 200 with the existing entry.
@@ -134,7 +110,12 @@ pub async fn add_do_not_call(
             tracing::info!(to = %number, "number put on the do-not-call list");
             return Ok((StatusCode::CREATED, Json(DoNotCallDto::from(&entry))));
         }
-        if let Some(existing) = listed_entry(&state, &user.owner.tenant, &number).await? {
+        if let Some(existing) = state
+            .engine()
+            .do_not_call()
+            .get(&user.owner.tenant, &number)
+            .await?
+        {
             return Ok((StatusCode::OK, Json(DoNotCallDto::from(&existing))));
         }
     }

@@ -56,6 +56,15 @@ impl DoNotCallService {
         self.store.contains(tenant, number).await
     }
 
+    /// The tenant's entry for `number`, if it is listed.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        number: &PhoneNumber,
+    ) -> Result<Option<DoNotCallEntry>> {
+        self.store.get(tenant, number).await
+    }
+
     /// A page of the tenant's list, oldest first.
     pub async fn list(
         &self,

@@ -58,6 +58,10 @@ impl DoNotCallStore for InMemoryDoNotCallStore {
         Ok(self.lock().contains_key(&(tenant.clone(), number.clone())))
     }
 
+    async fn get(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<Option<DoNotCallEntry>> {
+        Ok(self.lock().get(&(tenant.clone(), number.clone())).cloned())
+    }
+
     async fn list(
         &self,
         tenant: &TenantId,

@@ -29,8 +29,18 @@ pub async fn add_contains_remove(store: Store) {
     let t = TenantId::new("acme");
     let n = number(1);
     assert!(!store.contains(&t, &n).await.expect("contains"));
+    assert_eq!(store.get(&t, &n).await.expect("get"), None);
     assert!(store.add(&entry("acme", n.clone(), 10)).await.expect("add"));
     assert!(store.contains(&t, &n).await.expect("contains"));
+    assert_eq!(
+        store.get(&t, &n).await.expect("get"),
+        Some(entry("acme", n.clone(), 10))
+    );
+    assert_eq!(
+        store.get(&TenantId::new("globex"), &n).await.expect("get"),
+        None,
+        "another tenant's list"
+    );
     let again = entry("acme", n.clone(), 20);
     assert!(!store.add(&again).await.expect("add again"));
     let page = store.list(&t, 10, None).await.expect("list");
@@ -41,6 +51,7 @@ pub async fn add_contains_remove(store: Store) {
     );
     store.remove(&t, &n).await.expect("remove");
     assert!(!store.contains(&t, &n).await.expect("contains"));
+    assert_eq!(store.get(&t, &n).await.expect("get"), None);
     let err = store.remove(&t, &n).await.expect_err("not listed");
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(

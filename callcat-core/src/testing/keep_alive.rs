@@ -11,8 +11,8 @@ use crate::error::Result;
 use crate::ids::{CallId, Owner, TenantId, WindowId, WorkerId};
 use crate::phone::PhoneNumber;
 use crate::store::{
-    ActiveScope, CallStore, Created, ListQuery, Page, StoreCapabilities, TranscriptStore,
-    WindowStore,
+    ActiveScope, CallStore, Created, DoNotCallEntry, DoNotCallStore, ListQuery, Page,
+    StoreCapabilities, TranscriptStore, WindowStore,
 };
 use crate::transcript::{Transcript, TranscriptSegment};
 use crate::window::CallWindow;
@@ -153,5 +153,29 @@ impl<S: WindowStore + ?Sized, G: Send + Sync + 'static> WindowStore for KeepAliv
     }
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {
         self.inner.delete(owner, id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: DoNotCallStore + ?Sized, G: Send + Sync + 'static> DoNotCallStore for KeepAlive<S, G> {
+    async fn add(&self, entry: &DoNotCallEntry) -> Result<bool> {
+        self.inner.add(entry).await
+    }
+    async fn remove(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<()> {
+        self.inner.remove(tenant, number).await
+    }
+    async fn contains(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<bool> {
+        self.inner.contains(tenant, number).await
+    }
+    async fn get(&self, tenant: &TenantId, number: &PhoneNumber) -> Result<Option<DoNotCallEntry>> {
+        self.inner.get(tenant, number).await
+    }
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<DoNotCallEntry>> {
+        self.inner.list(tenant, limit, cursor).await
     }
 }
