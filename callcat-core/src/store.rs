@@ -1,5 +1,5 @@
 //! Storage traits: small, object-safe, primitive operations. Every backend runs
-//! the conformance suite in [`crate::testing`] (feature `testing`).
+//! the conformance suite in `callcat_core::testing` (feature `testing`).
 
 use std::sync::Arc;
 

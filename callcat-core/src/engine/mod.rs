@@ -37,8 +37,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use do_not_call::{DoNotCallCheck, DoNotCallService};
-pub use transcripts::TranscriptService;
-pub use windows::{WindowEdit, WindowService};
+pub use transcripts::{MAX_SEGMENT_TEXT, MAX_SEGMENTS, MAX_TRANSCRIPT_TEXT, TranscriptService};
+pub use windows::{MAX_WINDOWS_PER_OWNER, WindowEdit, WindowService};
 
 use crate::bus::UpdateBus;
 use crate::clock::{Clock, SystemClock};
