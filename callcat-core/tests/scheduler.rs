@@ -887,3 +887,74 @@ fn the_builder_rejects_settings_it_cannot_honour() {
         assert_eq!(e.field(), Some(field));
     }
 }
+
+/// A provider whose dial panics (a bug in an adapter), counting the dials.
+#[derive(Default)]
+struct PanickingProvider {
+    dials: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for PanickingProvider {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+
+    async fn place_call(&self, _call: &Call) -> callcat_core::Result<callcat_core::DialAccepted> {
+        self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("bug in the provider adapter");
+    }
+
+    async fn fetch_call(&self, id: &str) -> callcat_core::Result<callcat_core::ProviderCall> {
+        Err(callcat_core::Error::not_found(format!("no call {id}")))
+    }
+
+    async fn end_call(&self, id: &str) -> callcat_core::Result<()> {
+        Err(callcat_core::Error::not_found(format!("no call {id}")))
+    }
+}
+
+#[tokio::test]
+async fn a_dial_that_panics_is_a_failed_attempt_not_an_endless_loop() {
+    let h = harness(SimulatorConfig::default());
+    let provider = Arc::new(PanickingProvider::default());
+    let sched = Scheduler::builder()
+        .store(h.store.clone())
+        .provider(provider.clone())
+        .clock(Arc::new(h.clock.clone()))
+        .wakeup(h.wakeup.clone())
+        .retry_seed(7)
+        .build()
+        .expect("valid scheduler");
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..no_jitter()
+    };
+    let c = h.create(&owner("t"), t0(), "answered", policy).await;
+
+    let report = sched
+        .tick()
+        .await
+        .expect("a panicking dial does not fail the tick");
+    assert_eq!(report.claimed, 1);
+    let failed = h.get(c.id).await;
+    assert_eq!(failed.status, CallStatus::Failed, "{failed:#?}");
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.outcome, Some(CallOutcome::DialError));
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("bug in the provider adapter")),
+        "{:?}",
+        failed.last_error
+    );
+    assert_eq!(failed.lease, None);
+
+    // Never dispatched again: not after the lease would have expired, not later.
+    for _ in 0..3 {
+        h.clock.advance(Duration::from_secs(3600));
+        assert_eq!(sched.tick().await.expect("tick").claimed, 0);
+    }
+    assert_eq!(provider.dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
