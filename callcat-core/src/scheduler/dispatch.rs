@@ -498,7 +498,14 @@ async fn accepted_dial(
     publish(inner, &c);
     if c.status == CallStatus::Canceling {
         // Canceled while the dial was in flight: hang up now.
-        inner.provider.end_call(&pid).await?;
+        match inner.provider.end_call(&pid).await {
+            Ok(()) => {}
+            // Nothing left to hang up: the cancel is complete.
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                tracing::info!(call_id = %c.id, error = %e, "the provider no longer knows the call; canceled locally");
+            }
+            Err(e) => return Err(e),
+        }
         let c = inner
             .store
             .update_from(c, CAS_ATTEMPTS, |c| {
