@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Offset, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
 
 use crate::error::{Error, Result};
 
@@ -60,14 +60,18 @@ pub fn from_millis(field: &str, ms: i64) -> Result<DateTime<Utc>> {
     Ok(t)
 }
 
-/// The local date of `t` in `tz`, or `None` when that local time is not
+/// The local date and time of `t` in `tz`, or `None` when it is not
 /// representable (instants near the edge of chrono's range). Never panics,
-/// unlike `t.with_timezone(&tz).date_naive()`.
-pub fn local_date<Z: TimeZone>(t: DateTime<Utc>, tz: &Z) -> Option<NaiveDate> {
+/// unlike `t.with_timezone(&tz).naive_local()`.
+pub fn local_naive<Z: TimeZone>(t: DateTime<Utc>, tz: &Z) -> Option<NaiveDateTime> {
     let offset = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
-    t.naive_utc()
-        .checked_add_offset(offset)
-        .map(|local| local.date())
+    t.naive_utc().checked_add_offset(offset)
+}
+
+/// The local date of `t` in `tz`, or `None` when it is not representable; never
+/// panics, unlike `t.with_timezone(&tz).date_naive()`.
+pub fn local_date<Z: TimeZone>(t: DateTime<Utc>, tz: &Z) -> Option<NaiveDate> {
+    local_naive(t, tz).map(|local| local.date())
 }
 
 /// `t + d`, or `None` on overflow.
