@@ -553,7 +553,7 @@ async fn failed_dial(
         RetryDecision::GiveUp
     };
     let retry_at = match decision {
-        RetryDecision::RetryAfter(d) => Some(now + delta(d)),
+        RetryDecision::RetryAfter(d) => Some(crate::time::saturating_add(now, d)),
         RetryDecision::GiveUp => None,
     };
     let c = inner
