@@ -9,7 +9,6 @@
 use chrono::{DateTime, Utc};
 
 use crate::call::{Call, CallOutcome, CallStatus};
-use crate::clock::delta;
 use crate::error::Result;
 use crate::lifecycle::{IgnoreReason, LifecycleEvent, Transition, transition};
 use crate::provider::{ProviderCall, ProviderCallState, ProviderEvent, ProviderEventKind};
@@ -32,7 +31,15 @@ pub fn apply_provider_event(
     now: DateTime<Utc>,
     seed: u64,
 ) -> Result<Applied> {
-    let snap = &event.call;
+    // Instants out of 2000–2200 and absurd durations from a provider are
+    // dropped or clamped before any arithmetic on them.
+    let bounded;
+    let snap = if needs_bounds(&event.call) {
+        bounded = within_bounds(&event.call);
+        &bounded
+    } else {
+        &event.call
+    };
     let mut next = call.clone();
 
     // An event about an earlier attempt only updates that attempt's record.
@@ -96,7 +103,8 @@ pub fn apply_provider_event(
             retry: matches!(decision, RetryDecision::RetryAfter(_)),
         });
         if let RetryDecision::RetryAfter(d) = decision {
-            next.next_action_at = Some(next.ended_at.unwrap_or(now) + delta(d));
+            next.next_action_at =
+                Some(crate::time::saturating_add(next.ended_at.unwrap_or(now), d));
         }
         next.outcome = Some(outcome);
     }
@@ -186,6 +194,25 @@ fn fill<T>(slot: &mut Option<T>, v: Option<T>) {
     if slot.is_none() {
         *slot = v;
     }
+}
+
+fn needs_bounds(snap: &ProviderCall) -> bool {
+    let out = |t: Option<DateTime<Utc>>| t.is_some_and(|t| !crate::time::in_range(t));
+    out(snap.started_at)
+        || out(snap.ended_at)
+        || snap
+            .duration_ms
+            .is_some_and(|d| d != crate::time::clamp_duration_ms(d))
+}
+
+/// `snap` with instants outside 2000–2200 dropped and the duration clamped
+/// ([`crate::time::MAX_CALL_DURATION_MS`]).
+fn within_bounds(snap: &ProviderCall) -> ProviderCall {
+    let mut s = snap.clone();
+    s.started_at = s.started_at.filter(|t| crate::time::in_range(*t));
+    s.ended_at = s.ended_at.filter(|t| crate::time::in_range(*t));
+    s.duration_ms = s.duration_ms.map(crate::time::clamp_duration_ms);
+    s
 }
 
 fn apply_to_history(mut call: Call, snap: &ProviderCall, now: DateTime<Utc>) -> Applied {
@@ -436,5 +463,24 @@ mod tests {
             let expected = run(&no_answer_events());
             prop_assert_eq!(run(&events), expected);
         }
+    }
+
+    #[test]
+    fn instants_and_durations_out_of_bounds_from_a_provider_are_dropped_or_clamped() {
+        let c = ringing_call();
+        let mut e = snapshot(ProviderCallState::Ended);
+        e.outcome = Some(crate::call::CallOutcome::NoAnswer);
+        e.started_at = Some(DateTime::<Utc>::MIN_UTC);
+        e.ended_at = Some(DateTime::<Utc>::MAX_UTC);
+        e.duration_ms = Some(u64::MAX);
+        let Applied::Changed(n) =
+            apply_provider_event(&c, &ev(ProviderEventKind::Ended, e), t0(), 7).expect("apply")
+        else {
+            panic!("changed");
+        };
+        assert_eq!((n.started_at, n.ended_at), (None, None));
+        assert_eq!(n.duration_ms, Some(crate::time::MAX_CALL_DURATION_MS));
+        assert_eq!(n.status, CallStatus::RetryPending);
+        assert!(n.next_action_at.is_some_and(|t| t > t0()));
     }
 }

@@ -30,7 +30,7 @@ pub trait Clock: Send + Sync + 'static {
 
     /// Resolves after `d` has passed on this clock.
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        self.sleep_until(self.now() + delta(d))
+        self.sleep_until(crate::time::saturating_add(self.now(), d))
     }
 }
 
@@ -93,7 +93,7 @@ impl ManualClock {
 
     /// Moves time forward by `d` and wakes every sleeper whose deadline passed.
     pub fn advance(&self, d: Duration) {
-        let target = self.now() + delta(d);
+        let target = crate::time::saturating_add(self.now(), d);
         self.set(target);
     }
 
@@ -181,5 +181,16 @@ mod tests {
     fn system_clock_has_millisecond_precision() {
         let now = SystemClock.now();
         assert_eq!(now.timestamp_subsec_nanos() % 1_000_000, 0);
+    }
+
+    #[tokio::test]
+    async fn sleeping_or_advancing_for_ever_does_not_panic() {
+        let clock = ManualClock::at_fixed_start();
+        let t = clock.now();
+        let forever = clock.sleep(Duration::MAX);
+        assert_eq!(clock.next_deadline(), Some(DateTime::<Utc>::MAX_UTC));
+        drop(forever);
+        clock.advance(Duration::MAX);
+        assert!(clock.now() > t);
     }
 }

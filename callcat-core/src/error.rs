@@ -130,9 +130,11 @@ impl Error {
         self
     }
 
-    /// Attaches the time the other side asked us to wait.
+    /// Attaches the time the other side asked us to wait, capped at
+    /// [`crate::time::MAX_RETRY_AFTER`] (1 day): a provider's `Retry-After` never
+    /// parks a call, a poll or a delivery for longer.
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.retry_after = Some(crate::time::clamp_retry_after(after));
         self
     }
 

@@ -25,6 +25,7 @@ pub mod simulator;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod transcript;
 pub mod wakeup;
 pub mod window;

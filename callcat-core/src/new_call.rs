@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner};
 use crate::phone::PhoneNumber;
 use crate::retry::RetryPolicy;
+use crate::time::check_range;
 use crate::window::RecurringWindow;
 
 /// Limits applied when validating input.
@@ -168,6 +169,12 @@ impl CallTemplate {
     }
 }
 
+/// The earliest `scheduled_for` accepted at `now` (never panics, whatever the tolerance).
+fn earliest_allowed(now: DateTime<Utc>, limits: &Limits) -> DateTime<Utc> {
+    now.checked_sub_signed(limits.past_tolerance)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 fn short_text(field: &str, v: &str, limits: &Limits) -> Result<()> {
     if v.len() > limits.max_short_text_len {
         return Err(Error::validation(
@@ -226,8 +233,14 @@ impl NewCall {
     pub fn into_call(self, owner: Owner, now: DateTime<Utc>, limits: &Limits) -> Result<Call> {
         self.template.validate(limits)?;
         let now = to_millis_precision(now);
+        if let Some(at) = self.scheduled_for {
+            check_range("scheduledAt", at)?;
+        }
+        if let Some(na) = self.not_after {
+            check_range("notAfter", na)?;
+        }
         let scheduled_for = to_millis_precision(self.scheduled_for.unwrap_or(now));
-        if scheduled_for < now - limits.past_tolerance {
+        if scheduled_for < earliest_allowed(now, limits) {
             return Err(Error::validation(
                 "scheduledAt",
                 "scheduled time is in the past",
@@ -354,8 +367,9 @@ impl CallEdit {
         template.validate(limits)?;
         let now = to_millis_precision(now);
         if let Some(at) = self.scheduled_for {
+            check_range("scheduledAt", at)?;
             let at = to_millis_precision(at);
-            if at < now - limits.past_tolerance {
+            if at < earliest_allowed(now, limits) {
                 return Err(Error::validation(
                     "scheduledAt",
                     "scheduled time is in the past",
@@ -365,6 +379,7 @@ impl CallEdit {
             next.next_action_at = Some(at);
         }
         if let Some(na) = self.not_after {
+            check_range("notAfter", na)?;
             next.not_after = Some(to_millis_precision(na));
         }
         if let Some(na) = next.not_after
@@ -386,5 +401,86 @@ impl CallEdit {
         next.retry_policy = template.retry_policy;
         next.updated_at = now;
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn template() -> CallTemplate {
+        let phone = PhoneNumber::parse("+14155552671").unwrap_or_else(|e| panic!("{e}"));
+        CallTemplate::new("Ada", phone, "Subject", "Prompt")
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default()
+    }
+
+    fn extremes() -> Vec<DateTime<Utc>> {
+        [
+            8_210_266_873_199_999,
+            -8_334_601_228_800_000,
+            8_204_889_600_000, // about 2230
+        ]
+        .into_iter()
+        .filter_map(DateTime::from_timestamp_millis)
+        .chain([DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC])
+        .collect()
+    }
+
+    fn assert_validation(r: Result<Call>, field: &str) {
+        let e = r.expect_err("out of range");
+        assert_eq!(e.kind(), ErrorKind::Validation, "{e}");
+        assert_eq!(e.field(), Some(field), "{e}");
+    }
+
+    #[test]
+    fn instants_out_of_range_are_validation_errors_naming_the_field() {
+        let owner = Owner::new("t", "u");
+        for t in extremes() {
+            let new = NewCall::new(template()).at(t);
+            assert_validation(
+                new.into_call(owner.clone(), now(), &Limits::default()),
+                "scheduledAt",
+            );
+            let mut new = NewCall::new(template());
+            new.not_after = Some(t);
+            assert_validation(
+                new.into_call(owner.clone(), now(), &Limits::default()),
+                "notAfter",
+            );
+        }
+    }
+
+    #[test]
+    fn edits_to_instants_out_of_range_are_validation_errors_naming_the_field() {
+        let owner = Owner::new("t", "u");
+        let call = NewCall::new(template())
+            .into_call(owner, now(), &Limits::default())
+            .expect("valid");
+        for t in extremes() {
+            let edit = CallEdit {
+                scheduled_for: Some(t),
+                ..CallEdit::default()
+            };
+            assert_validation(edit.apply(&call, now(), &Limits::default()), "scheduledAt");
+            let edit = CallEdit {
+                not_after: Some(t),
+                ..CallEdit::default()
+            };
+            assert_validation(edit.apply(&call, now(), &Limits::default()), "notAfter");
+        }
+    }
+
+    #[test]
+    fn a_huge_past_tolerance_does_not_panic() {
+        let limits = Limits {
+            past_tolerance: TimeDelta::MAX,
+            ..Limits::default()
+        };
+        let call = NewCall::new(template()).into_call(Owner::new("t", "u"), now(), &limits);
+        assert!(call.is_ok());
     }
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-use crate::clock::{Clock, delta};
-use crate::error::Result;
+use crate::clock::Clock;
+use crate::error::{Error, Result};
 use crate::ids::Owner;
 use crate::new_call::NewCall;
 use crate::service::CallService;
 use crate::store::{ActiveScope, CallStore, Created, MAX_PAGE_SIZE, WindowStore};
+use crate::time::{local_date, saturating_add};
 use crate::wakeup::Wakeup;
 use crate::window::{CallWindow, WindowSchedule};
 
@@ -38,6 +39,8 @@ pub struct PlanReport {
     pub busy: usize,
     /// Owners skipped because they were done today.
     pub done_today: usize,
+    /// Owners whose planning failed (logged; tried again next pass).
+    pub failed: usize,
 }
 
 /// Places calls from open call windows.
@@ -120,36 +123,62 @@ impl WindowPlanner {
             }
         }
         for (owner, windows) in by_owner {
-            let Some(window) = open_window(&windows, now) else {
-                continue;
-            };
-            let date = now.with_timezone(&window.schedule.timezone()).date_naive();
-            let active = self
-                .calls
-                .list_active(&ActiveScope::Owner(owner.clone()), 1, None)
-                .await?;
-            if !active.items.is_empty() {
-                report.busy += 1;
-                continue;
-            }
-            if let Some(p) = &self.done_today
-                && p.done(&owner, date).await?
-            {
-                report.done_today += 1;
-                continue;
-            }
-            let mut new = NewCall::new(window.template.clone()).at(now);
-            // One call per owner per local day, whichever process plans it.
-            new.idempotency_key = Some(format!("window:{date}"));
-            new.template
-                .metadata
-                .insert("callcat_window_id".into(), window.id.to_string().into());
-            match self.service.create(&owner, new).await? {
-                Created::New(_) => report.created += 1,
-                Created::Existing(_) => report.already_planned += 1,
+            // One owner's failure (a store error, a window whose call does not
+            // validate) is logged and skipped: it never stops the other owners.
+            if let Err(e) = self.plan_owner(&owner, &windows, now, &mut report).await {
+                report.failed += 1;
+                tracing::warn!(%owner, error = %e, "planning an owner's window failed; skipped this pass");
             }
         }
         Ok(report)
+    }
+
+    async fn plan_owner(
+        &self,
+        owner: &Owner,
+        windows: &[CallWindow],
+        now: DateTime<Utc>,
+        report: &mut PlanReport,
+    ) -> Result<()> {
+        let Some(window) = open_window(windows, now) else {
+            return Ok(());
+        };
+        let Some(date) = local_date(now, &window.schedule.timezone()) else {
+            return Err(Error::internal(format!(
+                "window {}: the local date of {now} is not representable",
+                window.id
+            )));
+        };
+        let active = self
+            .calls
+            .list_active(&ActiveScope::Owner(owner.clone()), 1, None)
+            .await?;
+        if !active.items.is_empty() {
+            report.busy += 1;
+            return Ok(());
+        }
+        if let Some(p) = &self.done_today
+            && p.done(owner, date).await?
+        {
+            report.done_today += 1;
+            return Ok(());
+        }
+        let mut new = NewCall::new(window.template.clone()).at(now);
+        // One call per owner per local day, whichever process plans it.
+        new.idempotency_key = Some(format!("window:{date}"));
+        new.template
+            .metadata
+            .insert("callcat_window_id".into(), window.id.to_string().into());
+        match self
+            .service
+            .create(owner, new)
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("window {}: {e}", window.id)))?
+        {
+            Created::New(_) => report.created += 1,
+            Created::Existing(_) => report.already_planned += 1,
+        }
+        Ok(())
     }
 
     /// Plans, then sleeps until the next window opens (at most `max_sleep`), until
@@ -162,13 +191,11 @@ impl WindowPlanner {
                 tracing::warn!(error = %e, "window planning failed");
             }
             let now = self.clock.now();
-            let next = self
-                .next_opening(now)
-                .await
-                .unwrap_or(now + delta(self.max_sleep));
+            let longest = saturating_add(now, self.max_sleep);
+            let next = self.next_opening(now).await.unwrap_or(longest);
             let until = next
-                .min(now + delta(self.max_sleep))
-                .max(now + TimeDelta::milliseconds(100));
+                .min(longest)
+                .max(saturating_add(now, Duration::from_millis(100)));
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return,
@@ -199,8 +226,9 @@ fn open_window(windows: &[CallWindow], now: DateTime<Utc>) -> Option<&CallWindow
             WindowSchedule::OneOff {
                 start_at, timezone, ..
             } => {
-                start_at.with_timezone(timezone).date_naive()
-                    == now.with_timezone(timezone).date_naive()
+                // Checked: a stored instant at the edge of time is simply not today.
+                let day = local_date(*start_at, timezone);
+                day.is_some() && day == local_date(now, timezone)
             }
             WindowSchedule::Recurring(_) => false,
         })

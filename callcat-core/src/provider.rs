@@ -150,6 +150,15 @@ pub trait TelephonyProvider: Send + Sync + 'static {
         ProviderCapabilities::default()
     }
 
+    /// Checks, when a call is created or edited, what only this provider knows
+    /// is wrong with it (the simulator's `metadata.simulate*` knobs), so the
+    /// caller gets a `Validation` error at once instead of a failed dial later.
+    /// The default accepts every call.
+    fn check_call(&self, call: &Call) -> Result<()> {
+        let _ = call;
+        Ok(())
+    }
+
     /// Sends the dial request for the call's current attempt.
     async fn place_call(&self, call: &Call) -> Result<DialAccepted>;
 

@@ -172,7 +172,8 @@ impl RetryPolicy {
             return RetryDecision::GiveUp;
         }
         let delay = self.backoff(attempts_made, rng);
-        RetryDecision::RetryAfter(retry_after.map_or(delay, |ra| ra.max(delay)))
+        let floor = retry_after.map(crate::time::clamp_retry_after);
+        RetryDecision::RetryAfter(floor.map_or(delay, |ra| ra.max(delay)))
     }
 }
 
@@ -378,5 +379,22 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_at_a_day() {
+        let p = no_jitter();
+        let mut rng = SmallRng::seed_from_u64(0);
+        assert_eq!(
+            p.decide(
+                CallOutcome::DialError,
+                1,
+                Some(Duration::from_secs(u64::MAX)),
+                &mut rng
+            ),
+            RetryDecision::RetryAfter(crate::time::MAX_RETRY_AFTER)
+        );
+        let e = crate::Error::unavailable("busy").with_retry_after(Duration::MAX);
+        assert_eq!(e.retry_after(), Some(crate::time::MAX_RETRY_AFTER));
     }
 }

@@ -83,12 +83,21 @@ impl CallService {
     /// idempotency key already used by this owner, returns the first call.
     pub async fn create(&self, owner: &Owner, new: NewCall) -> Result<Created> {
         let call = new.into_call(owner.clone(), self.clock.now(), &self.limits)?;
+        self.check_with_provider(&call)?;
         let created = self.store.create(&call).await?;
         if let Created::New(c) = &created {
             self.publish(c);
             self.wakeup.wake();
         }
         Ok(created)
+    }
+
+    /// The provider's own checks ([`TelephonyProvider::check_call`]), if there is one.
+    fn check_with_provider(&self, call: &Call) -> Result<()> {
+        match &self.provider {
+            Some(p) => p.check_call(call),
+            None => Ok(()),
+        }
     }
 
     /// A call of `owner` (`NotFound` for anyone else's).
@@ -108,7 +117,9 @@ impl CallService {
         let c = self
             .store
             .update_with(id, CAS_ATTEMPTS, |c| {
-                edit.apply(c, now, &self.limits).map(Some)
+                let next = edit.apply(c, now, &self.limits)?;
+                self.check_with_provider(&next)?;
+                Ok(Some(next))
             })
             .await?;
         self.publish(&c);
@@ -167,7 +178,15 @@ impl CallService {
                 "no provider configured to hang up the call",
             ));
         };
-        provider.end_call(&pid).await?;
+        match provider.end_call(&pid).await {
+            Ok(()) => {}
+            // Nothing left to hang up (the provider restarted or purged the call):
+            // finish the cancel here rather than leave the call Canceling.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::info!(call_id = %id, error = %e, "the provider no longer knows the call; canceled locally");
+            }
+            Err(e) => return Err(e),
+        }
         let c = self
             .store
             .update_with(id, CAS_ATTEMPTS, |c| {

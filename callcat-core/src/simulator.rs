@@ -7,6 +7,9 @@
 //! once) or `hang` (the dial request reaches the provider but never answers, as if
 //! the process died mid-dial). `metadata.simulate_talk_ms` overrides the talk time;
 //! `metadata.simulate_analysis` (an object) becomes the analysis's custom data.
+//! Every knob is bounded ([`MAX_SIMULATED_TALK`]; a call plays at most
+//! [`MAX_TURNS`] transcript turns): a value out of range is a `Validation` error
+//! naming it, at creation ([`TelephonyProvider::check_call`]) or else as a failed dial.
 //! Every dial is recorded, so tests count dials per call and the peak number of
 //! concurrent calls.
 
@@ -26,6 +29,18 @@ use crate::provider::{
     ProviderEventKind, TelephonyProvider,
 };
 use crate::transcript::{SpeakerRole, TranscriptSegment};
+
+/// The longest talk time a simulated call may have (2 hours), from
+/// `metadata.simulate_talk_ms` or [`SimulatorConfig::talk`].
+pub const MAX_SIMULATED_TALK: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The longest ring, no-answer, analysis delay or turn of a [`SimulatorConfig`]
+/// (5 minutes); longer settings are clamped to it.
+pub const MAX_SIMULATED_RING: Duration = Duration::from_secs(5 * 60);
+
+/// The most transcript turns one simulated call plays: a long call spaces its
+/// turns out instead of building an unbounded timeline.
+pub const MAX_TURNS: u32 = 1000;
 
 /// How simulated calls behave.
 #[derive(Debug, Clone)]
@@ -61,6 +76,20 @@ impl Default for SimulatorConfig {
 }
 
 impl SimulatorConfig {
+    /// Every duration within its bound ([`MAX_SIMULATED_RING`], [`MAX_SIMULATED_TALK`]).
+    fn bounded(mut self) -> Self {
+        for d in [
+            &mut self.ring,
+            &mut self.turn,
+            &mut self.analysis_delay,
+            &mut self.no_answer_after,
+        ] {
+            *d = (*d).min(MAX_SIMULATED_RING);
+        }
+        self.talk = self.talk.min(MAX_SIMULATED_TALK);
+        self
+    }
+
     /// Calls connect and end at the instant they are dialed (benchmarks, bulk tests).
     pub fn instant() -> Self {
         SimulatorConfig {
@@ -119,6 +148,53 @@ impl SimulatedOutcome {
                     format!("unknown simulated outcome {other:?}"),
                 ));
             }
+        })
+    }
+}
+
+/// What a call's metadata asks of the simulator, checked.
+struct Knobs {
+    outcome: SimulatedOutcome,
+    talk: Option<Duration>,
+    analysis: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Knobs {
+    /// Reads and bounds every `metadata.simulate*` knob; an invalid one is a
+    /// `Validation` error naming it.
+    fn of(call: &Call) -> Result<Self> {
+        let outcome = SimulatedOutcome::of(call)?;
+        let talk = match call.metadata.get("simulate_talk_ms") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => {
+                let max = u64::try_from(MAX_SIMULATED_TALK.as_millis()).unwrap_or(u64::MAX);
+                match v.as_u64() {
+                    Some(ms) if ms <= max => Some(Duration::from_millis(ms)),
+                    _ => {
+                        return Err(Error::validation(
+                            "metadata.simulate_talk_ms",
+                            format!(
+                                "metadata.simulate_talk_ms must be a whole number of milliseconds from 0 to {max}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        let analysis = match call.metadata.get("simulate_analysis") {
+            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
+            Some(serde_json::Value::Object(m)) => m.clone(),
+            Some(_) => {
+                return Err(Error::validation(
+                    "metadata.simulate_analysis",
+                    "metadata.simulate_analysis must be an object",
+                ));
+            }
+        };
+        Ok(Knobs {
+            outcome,
+            talk,
+            analysis,
         })
     }
 }
@@ -200,7 +276,7 @@ impl Simulator {
         Simulator {
             inner: Arc::new(Inner {
                 clock,
-                config,
+                config: config.bounded(),
                 state: Mutex::new(State {
                     calls: HashMap::new(),
                     by_call_id: HashMap::new(),
@@ -267,13 +343,14 @@ impl Simulator {
                     kind: ProviderEventKind::Started,
                 });
                 let talk = self.talk_of(c);
-                let mut t = answered_at + delta(cfg.turn);
-                while !cfg.turn.is_zero() && t < end(talk) {
+                let turn = self.turn_for(talk);
+                let mut t = answered_at + delta(turn);
+                while !turn.is_zero() && t < end(talk) {
                     m.push(Moment {
                         at: t,
                         kind: ProviderEventKind::TranscriptUpdated,
                     });
-                    t += delta(cfg.turn);
+                    t += delta(turn);
                 }
                 m.push(Moment {
                     at: end(talk),
@@ -317,6 +394,16 @@ impl Simulator {
             });
         }
         m
+    }
+
+    /// The time between transcript turns of a call talking for `talk`: the
+    /// configured turn, spread out so that no call plays more than [`MAX_TURNS`].
+    fn turn_for(&self, talk: Duration) -> Duration {
+        let turn = self.inner.config.turn;
+        if turn.is_zero() {
+            return turn;
+        }
+        turn.max(talk / MAX_TURNS)
     }
 
     fn talk_of(&self, c: &SimCall) -> Duration {
@@ -396,11 +483,12 @@ impl Simulator {
         }
         if let Some(s) = started {
             let upto = ended.unwrap_or(now);
-            let turn = self.inner.config.turn;
+            let turn = self.turn_for(self.talk_of(c));
             let mut segs = Vec::new();
             let mut t = s;
             let mut i = 0u64;
-            while t <= upto && (!turn.is_zero() || i == 0) {
+            // At most one segment per turn of the timeline, plus the opening one.
+            while t <= upto && (!turn.is_zero() || i == 0) && i <= u64::from(MAX_TURNS) {
                 let offset = u64::try_from((t - s).num_milliseconds()).unwrap_or(0);
                 let (role, text) = if i.is_multiple_of(2) {
                     (SpeakerRole::Agent, format!("Agent turn {}", i / 2 + 1))
@@ -594,15 +682,16 @@ impl TelephonyProvider for Simulator {
         }
     }
 
+    fn check_call(&self, call: &Call) -> Result<()> {
+        Knobs::of(call).map(|_| ())
+    }
+
     async fn place_call(&self, call: &Call) -> Result<DialAccepted> {
-        let outcome = SimulatedOutcome::of(call)?;
+        // Checked at creation too; a call stored some other way fails its dial.
+        let knobs = Knobs::of(call).map_err(|e| e.with_source_name("simulator"))?;
+        let outcome = knobs.outcome;
         let now = self.inner.clock.now();
-        let talk = call
-            .metadata
-            .get("simulate_talk_ms")
-            .and_then(|v| v.as_u64())
-            .map(Duration::from_millis)
-            .unwrap_or(self.inner.config.talk);
+        let talk = knobs.talk.unwrap_or(self.inner.config.talk);
         let accepted = {
             let mut st = self.lock();
             let failed = matches!(
@@ -630,12 +719,7 @@ impl TelephonyProvider for Simulator {
                     talk,
                     ended_by_api: None,
                     emitted: 0,
-                    custom_analysis: call
-                        .metadata
-                        .get("simulate_analysis")
-                        .and_then(|v| v.as_object())
-                        .cloned()
-                        .unwrap_or_default(),
+                    custom_analysis: knobs.analysis,
                 };
                 // Live at this instant: every other call not yet over, plus this one.
                 // (A call once over stays over: ending it through the API only
@@ -869,6 +953,78 @@ mod tests {
         assert_eq!(
             sim.fetch_call(&a).await.expect("fetch a").state,
             ProviderCallState::Ended
+        );
+    }
+
+    #[tokio::test]
+    async fn knobs_out_of_range_are_validation_errors_naming_them() {
+        let clock = ManualClock::new(chrono::Utc::now());
+        let sim = Simulator::new(Arc::new(clock), SimulatorConfig::default());
+        let owner = Owner::new("t", "u");
+        let bad: [(&str, serde_json::Value); 6] = [
+            ("simulate_talk_ms", 10_000_000_000_000_000u64.into()),
+            ("simulate_talk_ms", 7_200_001u64.into()),
+            ("simulate_talk_ms", (-1).into()),
+            ("simulate_talk_ms", "long".into()),
+            ("simulate_analysis", "not an object".into()),
+            ("simulate", "sing".into()),
+        ];
+        for (key, value) in bad {
+            let mut call = crate::testing_support::sample_call(&owner);
+            call.metadata.insert(key.into(), value.clone());
+            let field = format!("metadata.{key}");
+            let e = sim.check_call(&call).expect_err("checked at creation");
+            assert_eq!(
+                (e.kind(), e.field()),
+                (ErrorKind::Validation, Some(field.as_str())),
+                "{key} = {value}"
+            );
+            // A call stored some other way fails its dial with the same reason.
+            let e = sim.place_call(&call).await.expect_err("a failed dial");
+            assert_eq!(e.field(), Some(field.as_str()), "{key} = {value}");
+            assert!(!e.is_retryable());
+        }
+        assert_eq!(sim.total_dials(), 0);
+        let mut call = crate::testing_support::sample_call(&owner);
+        call.metadata
+            .insert("simulate_talk_ms".into(), 7_200_000u64.into());
+        assert!(sim.check_call(&call).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_two_hour_call_with_tiny_turns_plays_a_bounded_number_of_turns() {
+        let clock = ManualClock::new(chrono::Utc::now());
+        let sim = Simulator::new(
+            Arc::new(clock.clone()),
+            SimulatorConfig {
+                turn: Duration::from_millis(1),
+                // Clamped to the bounds, never added to an instant as is.
+                ring: Duration::MAX,
+                analysis_delay: Duration::MAX,
+                talk: Duration::MAX,
+                ..SimulatorConfig::default()
+            },
+        );
+        let mut call = crate::testing_support::sample_call(&Owner::new("t", "u"));
+        call.metadata
+            .insert("simulate_talk_ms".into(), 7_200_000u64.into());
+        let pid = sim.place_call(&call).await.expect("dial").provider_call_id;
+        {
+            let st = sim.lock();
+            let c = st.calls.get(&pid).expect("placed");
+            let moments = sim.timeline(c).len();
+            assert!(
+                moments <= MAX_TURNS as usize + 4,
+                "{moments} moments in the timeline"
+            );
+        }
+        clock.advance(MAX_SIMULATED_RING + MAX_SIMULATED_TALK + Duration::from_secs(1));
+        let snap = sim.fetch_call(&pid).await.expect("fetch");
+        assert_eq!(snap.state, ProviderCallState::Ended);
+        let turns = snap.transcript.map(|t| t.len()).unwrap_or_default();
+        assert!(
+            turns > 1 && turns <= MAX_TURNS as usize + 1,
+            "{turns} turns"
         );
     }
 }

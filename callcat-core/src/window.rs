@@ -136,13 +136,16 @@ pub enum WindowSchedule {
 }
 
 impl WindowSchedule {
-    /// Checks the schedule makes sense.
+    /// Checks the schedule makes sense; a one-off window's instants must lie in
+    /// 2000–2200 ([`crate::time::check_range`]).
     pub fn validate(&self) -> Result<()> {
         match self {
             WindowSchedule::Recurring(r) => r.validate(),
             WindowSchedule::OneOff {
                 start_at, end_at, ..
             } => {
+                crate::time::check_range("startAt", *start_at)?;
+                crate::time::check_range("endAt", *end_at)?;
                 if end_at <= start_at {
                     Err(Error::validation(
                         "endAt",
@@ -269,5 +272,29 @@ mod tests {
         w.weekdays = vec![Weekday::Tue];
         w.end = w.start;
         assert_eq!(w.validate().expect_err("inverted").field(), Some("end"));
+    }
+
+    #[test]
+    fn one_off_instants_out_of_range_are_validation_errors_naming_the_field() {
+        let ok = utc("2030-01-07T08:00:00Z");
+        let edge = DateTime::from_timestamp_millis(8_210_266_873_199_999).expect("valid");
+        let early = DateTime::from_timestamp_millis(-8_334_601_228_800_000).expect("valid");
+        let one_off = |start_at, end_at| WindowSchedule::OneOff {
+            start_at,
+            end_at,
+            timezone: chrono_tz::Asia::Tokyo,
+        };
+        let e = one_off(edge, edge + TimeDelta::hours(1))
+            .validate()
+            .expect_err("too late");
+        assert_eq!(
+            (e.kind(), e.field()),
+            (crate::ErrorKind::Validation, Some("startAt"))
+        );
+        let e = one_off(early, ok).validate().expect_err("too early");
+        assert_eq!(e.field(), Some("startAt"));
+        let e = one_off(ok, edge).validate().expect_err("too late");
+        assert_eq!(e.field(), Some("endAt"));
+        assert!(one_off(ok, ok + TimeDelta::hours(1)).validate().is_ok());
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{CallUpdate, UpdateBus};
 use crate::call::{Call, CallStatus};
-use crate::clock::{Clock, delta};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner};
 use crate::new_call::{CallTemplate, NewCall};
@@ -117,7 +117,8 @@ impl WorkflowRunner {
             }
             WorkflowDecision::FollowUp { call: new, delay } => {
                 let mut new = *new;
-                new.scheduled_for = Some(now + delta(delay));
+                // Saturating: a policy's absurd delay is a Validation error at create, not a panic.
+                new.scheduled_for = Some(crate::time::saturating_add(now, delay));
                 new.parent_call_id = Some(call.id);
                 new.idempotency_key = Some(format!("followup:{}:{}", call.id, call.attempts));
                 let created = self.service.create(&call.owner, new).await?;
@@ -306,8 +307,12 @@ impl WorkflowPolicy for ClassifyThenCall {
         };
         let task: CallTemplate = serde_json::from_value(task.clone())
             .map_err(|e| Error::validation("metadata.task", format!("not a call template: {e}")))?;
-        self.cache
-            .put(task.phone_number.clone(), class, now + self.ttl);
+        self.cache.put(
+            task.phone_number.clone(),
+            class,
+            now.checked_add_signed(self.ttl)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         let delay = if class == Classification::Ivr {
             self.ivr_delay
         } else {

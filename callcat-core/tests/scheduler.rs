@@ -887,3 +887,191 @@ fn the_builder_rejects_settings_it_cannot_honour() {
         assert_eq!(e.field(), Some(field));
     }
 }
+
+/// A provider whose dial panics (a bug in an adapter), counting the dials.
+#[derive(Default)]
+struct PanickingProvider {
+    dials: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TelephonyProvider for PanickingProvider {
+    fn name(&self) -> &str {
+        "panicking"
+    }
+
+    async fn place_call(&self, _call: &Call) -> callcat_core::Result<callcat_core::DialAccepted> {
+        self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("bug in the provider adapter");
+    }
+
+    async fn fetch_call(&self, id: &str) -> callcat_core::Result<callcat_core::ProviderCall> {
+        Err(callcat_core::Error::not_found(format!("no call {id}")))
+    }
+
+    async fn end_call(&self, id: &str) -> callcat_core::Result<()> {
+        Err(callcat_core::Error::not_found(format!("no call {id}")))
+    }
+}
+
+#[tokio::test]
+async fn a_dial_that_panics_is_a_failed_attempt_not_an_endless_loop() {
+    let h = harness(SimulatorConfig::default());
+    let provider = Arc::new(PanickingProvider::default());
+    let sched = Scheduler::builder()
+        .store(h.store.clone())
+        .provider(provider.clone())
+        .clock(Arc::new(h.clock.clone()))
+        .wakeup(h.wakeup.clone())
+        .retry_seed(7)
+        .build()
+        .expect("valid scheduler");
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        ..no_jitter()
+    };
+    let c = h.create(&owner("t"), t0(), "answered", policy).await;
+
+    let report = sched
+        .tick()
+        .await
+        .expect("a panicking dial does not fail the tick");
+    assert_eq!(report.claimed, 1);
+    let failed = h.get(c.id).await;
+    assert_eq!(failed.status, CallStatus::Failed, "{failed:#?}");
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.outcome, Some(CallOutcome::DialError));
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("bug in the provider adapter")),
+        "{:?}",
+        failed.last_error
+    );
+    assert_eq!(failed.lease, None);
+
+    // Never dispatched again: not after the lease would have expired, not later.
+    for _ in 0..3 {
+        h.clock.advance(Duration::from_secs(3600));
+        assert_eq!(sched.tick().await.expect("tick").claimed, 0);
+    }
+    assert_eq!(provider.dials.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_simulator_s_knobs_are_checked_when_a_call_is_created_or_edited() {
+    let h = harness(SimulatorConfig::default());
+    let o = owner("t");
+    let mut t = template();
+    t.metadata
+        .insert("simulate_talk_ms".into(), 8_210_266_876_799_999u64.into());
+    let e = h
+        .service
+        .create(&o, NewCall::new(t).at(t0()))
+        .await
+        .expect_err("out of range");
+    assert_eq!(e.kind(), callcat_core::ErrorKind::Validation);
+    assert_eq!(e.field(), Some("metadata.simulate_talk_ms"));
+
+    let c = h.create(&o, secs(60), "answered", no_jitter()).await;
+    let mut metadata = c.metadata.clone();
+    metadata.insert("simulate_talk_ms".into(), u64::MAX.into());
+    let edit = callcat_core::CallEdit {
+        metadata: Some(metadata),
+        ..callcat_core::CallEdit::default()
+    };
+    let e = h
+        .service
+        .edit(&o, c.id, &edit)
+        .await
+        .expect_err("out of range");
+    assert_eq!(e.field(), Some("metadata.simulate_talk_ms"));
+}
+
+/// Lets other tasks run until `cond` holds (bounded; no wall-clock sleep).
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..10_000 {
+        if cond().await {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_call_the_provider_forgot_after_a_restart_ends_after_the_grace_period() {
+    let h = harness(SimulatorConfig::default());
+    let sched = h.scheduler(|b| b);
+    let c = h.create(&owner("t"), t0(), "answered", no_jitter()).await;
+    sched.tick().await.expect("tick");
+    h.clock.advance(Duration::from_secs(4));
+    h.pump().await;
+    assert_eq!(h.get(c.id).await.status, CallStatus::InProgress);
+
+    // The process restarts; the new simulator has never heard of the call.
+    let restarted = Simulator::new(Arc::new(h.clock.clone()), SimulatorConfig::default());
+    let ingestor = Arc::new(EventIngestor::new(
+        h.store.clone(),
+        Arc::new(InMemoryTranscriptStore::new()),
+        h.bus.clone(),
+        Arc::new(h.clock.clone()),
+    ));
+    let config = callcat_core::PollerConfig::default();
+    let grace = config.unknown_call_grace;
+    assert_eq!(grace, Duration::from_secs(120));
+    let poller = callcat_core::TranscriptPoller::new(ingestor, Arc::new(restarted), config)
+        .expect("valid")
+        .start()
+        .await
+        .expect("started");
+    assert_eq!(poller.tracked(), vec![c.id]);
+    let start = h.clock.now();
+
+    // Within the grace period the call stays on the line.
+    until("the first poll", async || h.clock.sleepers() == 1).await;
+    while h.clock.now() < start + TimeDelta::seconds(110) {
+        h.clock.advance(Duration::from_secs(10));
+        until("the next poll", async || h.clock.sleepers() == 1).await;
+    }
+    assert_eq!(h.get(c.id).await.status, CallStatus::InProgress);
+
+    // Past it, the call ends with a clear reason, long before the sweeper's hour.
+    h.clock.set(start + TimeDelta::seconds(121));
+    let store = h.store.clone();
+    until("the call to end", async || {
+        store.get(c.id).await.ok().flatten().map(|c| c.status) == Some(CallStatus::Failed)
+    })
+    .await;
+    let ended = h.get(c.id).await;
+    assert_eq!(ended.outcome, Some(CallOutcome::Error));
+    assert!(
+        ended
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("the provider no longer knows this call")),
+        "{:?}",
+        ended.last_error
+    );
+    until("polling to stop", async || poller.tracked().is_empty()).await;
+    poller.shutdown().await;
+}
+
+#[tokio::test]
+async fn canceling_a_call_the_provider_forgot_finishes_the_cancel_locally() {
+    let h = harness(SimulatorConfig::default());
+    let sched = h.scheduler(|b| b);
+    let o = owner("t");
+    let c = h.create(&o, t0(), "answered", no_jitter()).await;
+    sched.tick().await.expect("tick");
+    assert_eq!(h.get(c.id).await.status, CallStatus::Ringing);
+
+    let restarted = Simulator::new(Arc::new(h.clock.clone()), SimulatorConfig::default());
+    let service = CallService::new(h.store.clone(), Arc::new(h.clock.clone()), h.wakeup.clone())
+        .with_provider(Arc::new(restarted));
+    let canceled = service.cancel(&o, c.id).await.expect("canceled, not 404");
+    assert_eq!(canceled.status, CallStatus::Canceled);
+    assert_eq!(canceled.outcome, Some(CallOutcome::Canceled));
+    assert_eq!(h.get(c.id).await.status, CallStatus::Canceled);
+}

@@ -392,3 +392,68 @@ async fn a_one_off_window_today_takes_precedence_over_recurring_ones() {
         .expect("list");
     assert!(matches!(page.items.as_slice(), [c] if c.scheduled_for == utc("2030-01-07T15:30:00Z")));
 }
+
+#[tokio::test]
+async fn a_failing_window_never_stops_the_planner_for_other_owners() {
+    let clock = ManualClock::new(utc("2030-01-07T08:30:00Z")); // Monday 09:30 Berlin
+    let calls = Arc::new(InMemoryCallStore::new());
+    let windows = Arc::new(InMemoryWindowStore::new());
+    let service = CallService::new(calls.clone(), Arc::new(clock.clone()), Wakeup::new());
+
+    // Stored directly, bypassing validation: instants at the edge of what chrono
+    // can represent (their local date in Tokyo / New York overflows).
+    let edge = owner("a-edge");
+    for (start, end, tz) in [
+        (
+            8_210_266_873_199_999,
+            8_210_266_876_799_999,
+            callcat_core::chrono_tz::Asia::Tokyo,
+        ),
+        (
+            -8_334_601_228_800_000,
+            -8_334_601_225_200_000,
+            callcat_core::chrono_tz::America::New_York,
+        ),
+    ] {
+        let schedule = WindowSchedule::OneOff {
+            start_at: DateTime::from_timestamp_millis(start).expect("representable"),
+            end_at: DateTime::from_timestamp_millis(end).expect("representable"),
+            timezone: tz,
+        };
+        windows.insert_unchecked(window(&edge, schedule));
+    }
+    // Open now, but its call fails the metadata limit once the planner adds
+    // `callcat_window_id`.
+    let full = owner("b-full");
+    let mut w = window(&full, berlin(&[Weekday::Mon], (9, 0), (10, 0)));
+    let limit = callcat_core::Limits::default().max_metadata_bytes;
+    // {"pad":"…"} is the padding plus 10 bytes: exactly at the limit.
+    w.template
+        .metadata
+        .insert("pad".into(), "x".repeat(limit - 10).into());
+    w.template
+        .validate(&callcat_core::Limits::default())
+        .expect("valid on its own");
+    windows.create(&w).await.expect("full window");
+    // A healthy owner after both.
+    let good = owner("z-good");
+    windows
+        .create(&window(&good, berlin(&[Weekday::Mon], (9, 0), (10, 0))))
+        .await
+        .expect("good window");
+
+    let planner = WindowPlanner::new(windows, service, Arc::new(clock.clone()));
+    let r = planner
+        .plan_once()
+        .await
+        .expect("a pass never fails for one owner");
+    assert_eq!((r.windows, r.created, r.failed), (4, 1, 1), "{r:?}");
+    let page = calls
+        .list(
+            &good,
+            &callcat_core::ListQuery::new(callcat_core::ListView::Upcoming, 10),
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), 1, "the healthy owner got its call");
+}

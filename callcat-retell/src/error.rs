@@ -288,4 +288,25 @@ mod tests {
         assert_eq!(kind(402, Target::Create), (ErrorKind::Rejected, false));
         assert_eq!(kind(422, Target::Create), (ErrorKind::Rejected, false));
     }
+
+    #[test]
+    fn a_huge_retry_after_is_capped_at_a_day() {
+        for value in ["18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value.parse().expect("header"));
+            let e: Error = from_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers,
+                b"",
+                Target::Create,
+                now(),
+            )
+            .into();
+            assert_eq!(
+                e.retry_after(),
+                Some(callcat_core::time::MAX_RETRY_AFTER),
+                "{value}"
+            );
+        }
+    }
 }

@@ -33,7 +33,8 @@ pub fn to_provider_call(call: &RetellCall) -> ProviderCall {
         None
     };
     out.ended_at = call.end_timestamp.and_then(from_millis);
-    out.duration_ms = call.duration_ms;
+    // Clamped to callcat's maximum (31 days), whatever Retell says.
+    out.duration_ms = call.duration_ms.map(callcat_core::time::clamp_duration_ms);
     out.outcome = outcome(call, connected);
     out.disconnection_reason = call
         .disconnection_reason
@@ -178,9 +179,10 @@ pub(crate) fn call_id_from_metadata(metadata: Option<&serde_json::Value>) -> Opt
         .ok()
 }
 
-/// A millisecond timestamp as a UTC instant; out-of-range values are dropped.
+/// A millisecond timestamp as a UTC instant; values outside callcat's range
+/// (2000–2200, [`callcat_core::time::in_range`]) are dropped.
 pub(crate) fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms)
+    DateTime::from_timestamp_millis(ms).filter(|t| callcat_core::time::in_range(*t))
 }
 
 /// Seconds (Retell's word timings) → whole milliseconds; negative or non-finite → `None`.
@@ -476,5 +478,21 @@ mod tests {
         assert!((c.total - 0.35).abs() < 1e-9);
         let p = to_provider_call(&call(json!({"call_id": "c", "call_cost": {}})));
         assert_eq!(p.cost, None);
+    }
+
+    #[test]
+    fn extreme_durations_and_timestamps_are_clamped_or_dropped() {
+        let p = to_provider_call(&call(json!({
+            "call_id": "c",
+            "call_status": "ended",
+            "start_timestamp": 8_210_266_873_199_999i64,
+            "end_timestamp": -8_334_601_228_800_000i64,
+            "duration_ms": u64::MAX,
+        })));
+        assert_eq!(
+            p.duration_ms,
+            Some(callcat_core::time::MAX_CALL_DURATION_MS)
+        );
+        assert_eq!((p.started_at, p.ended_at), (None, None));
     }
 }

@@ -15,7 +15,7 @@ use crate::signature::{
     SIGNATURE_HEADER, SignatureError, has_body_sha256, query_param, validate_body_signature,
     validate_form_signature,
 };
-use crate::wire::{AnsweredBy, TwilioCallStatus, parse_time};
+use crate::wire::{AnsweredBy, TwilioCallStatus, clamp_duration_s, parse_time};
 
 /// What can be wrong with a request from Twilio.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -261,13 +261,18 @@ pub fn parse_status_callback(
                 message: "not a whole number of seconds".into(),
             })?),
         };
-        call.duration_ms = duration_s.map(|s| s * 1000);
+        // Signed by Twilio, but never trusted to be sane: clamped to 31 days.
+        let duration_s = duration_s.map(clamp_duration_s);
+        call.duration_ms = duration_s.map(|s| s.saturating_mul(1000));
         match status {
             TwilioCallStatus::InProgress => call.started_at = occurred_at,
             TwilioCallStatus::Completed => {
                 call.ended_at = occurred_at;
                 if let (Some(end), Some(d)) = (occurred_at, duration_s) {
-                    call.started_at = i64::try_from(d).ok().map(|d| end - TimeDelta::seconds(d));
+                    call.started_at = i64::try_from(d)
+                        .ok()
+                        .and_then(TimeDelta::try_seconds)
+                        .and_then(|d| end.checked_sub_signed(d));
                 }
             }
             ref s if s.is_final() => call.ended_at = occurred_at,

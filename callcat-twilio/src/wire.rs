@@ -189,6 +189,12 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A call duration in seconds from Twilio, capped at callcat's maximum
+/// ([`callcat_core::time::MAX_CALL_DURATION_MS`], 31 days).
+pub(crate) fn clamp_duration_s(s: u64) -> u64 {
+    s.min(callcat_core::time::MAX_CALL_DURATION_MS / 1000)
+}
+
 /// The Call resource, as far as callcat reads it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CallResource {
@@ -217,7 +223,7 @@ impl CallResource {
             .duration
             .as_deref()
             .and_then(|d| d.trim().parse::<u64>().ok())
-            .map(|s| s * 1000);
+            .map(|s| clamp_duration_s(s).saturating_mul(1000));
         call.outcome = status.outcome(answered_by.as_ref());
         if status.is_final() {
             call.disconnection_reason = Some(status.as_str().to_string());
@@ -357,5 +363,19 @@ mod tests {
         let t = parse_time("Tue, 31 Aug 2010 20:36:28 +0000").expect("time");
         assert_eq!(t.to_rfc3339(), "2010-08-31T20:36:28+00:00");
         assert!(parse_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn a_huge_duration_from_a_fetch_is_clamped() {
+        let r: CallResource = serde_json::from_value(serde_json::json!({
+            "sid": "CA1",
+            "status": "completed",
+            "duration": "18446744073709551615",
+        }))
+        .expect("resource");
+        assert_eq!(
+            r.into_provider_call().duration_ms,
+            Some(callcat_core::time::MAX_CALL_DURATION_MS)
+        );
     }
 }

@@ -447,3 +447,30 @@ fn realtime_transcription_final_and_partial() {
     assert_eq!(e.kind(), ErrorKind::Validation);
     assert_eq!(e.field(), Some("Final"));
 }
+
+#[test]
+fn a_huge_signed_call_duration_is_clamped_never_a_panic() {
+    let max_s = callcat_core::time::MAX_CALL_DURATION_MS / 1000;
+    for huge in [
+        "9223372036854775",
+        "9200000000000000",
+        "18446744073709551615",
+    ] {
+        let completed = status_event(&with(&[
+            ("CallStatus", "completed"),
+            ("CallDuration", huge),
+            ("Timestamp", "Tue, 31 Aug 2010 20:37:12 +0000"),
+        ]));
+        assert_eq!(
+            completed.call.duration_ms,
+            Some(callcat_core::time::MAX_CALL_DURATION_MS),
+            "{huge}"
+        );
+        let end = completed.call.ended_at.expect("ended");
+        assert_eq!(
+            completed.call.started_at,
+            Some(end - callcat_core::chrono::TimeDelta::seconds(max_s as i64)),
+            "{huge}"
+        );
+    }
+}

@@ -9,13 +9,14 @@ use axum::extract::{Query, State};
 use callcat_core::CallAnalytics;
 use callcat_core::chrono::TimeDelta;
 use callcat_core::chrono_tz::Tz;
-use callcat_core::live::{analyze_calls, tenant_analytics};
+use callcat_core::live::{analyze_calls, check_analytics_range, tenant_analytics};
 use callcat_core::store::MAX_PAGE_SIZE;
+use callcat_core::time::from_millis;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::dto::{from_ms, ms};
+use crate::dto::ms;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::router::ApiState;
 
@@ -24,7 +25,8 @@ use crate::router::ApiState;
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AnalyticsParams {
-    /// Start of the range, epoch ms (default: 7 days before `to`).
+    /// Start of the range, epoch ms (default: 7 days before `to`); the range is
+    /// at most 92 days, both ends between 2000 and 2200.
     pub from: Option<i64>,
     /// End of the range (exclusive), epoch ms (default: now).
     pub to: Option<i64>,
@@ -120,15 +122,18 @@ pub async fn analytics(
     Query(p): Query<AnalyticsParams>,
 ) -> ApiResult<Json<AnalyticsDto>> {
     let now = state.clock().now();
-    let to = p.to.map(|v| from_ms("to", v)).transpose()?.unwrap_or(now);
-    let from = p
-        .from
-        .map(|v| from_ms("from", v))
-        .transpose()?
-        .unwrap_or(to - TimeDelta::days(7));
-    if from >= to {
-        return Err(ApiError::validation("from", "from must be before to"));
-    }
+    // Each end in 2000–2200 before any arithmetic on it, the range at most 92 days.
+    let to = match p.to {
+        Some(v) => from_millis("to", v)?,
+        None => now,
+    };
+    let from = match p.from {
+        Some(v) => from_millis("from", v)?,
+        None => to
+            .checked_sub_signed(TimeDelta::days(7))
+            .ok_or_else(|| ApiError::validation("to", "to is out of range"))?,
+    };
+    check_analytics_range(from, to)?;
     let tz: Tz = match p.timezone.as_deref() {
         None | Some("") => Tz::UTC,
         Some(z) => z

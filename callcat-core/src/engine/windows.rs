@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{Owner, WindowId};
@@ -41,28 +39,9 @@ impl std::fmt::Debug for WindowService {
     }
 }
 
-/// The instants a window may name: 2000-01-01 to 2200-01-01 (UTC).
-fn in_range(field: &str, t: DateTime<Utc>) -> Result<()> {
-    let lo = DateTime::from_timestamp(946_684_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let hi = DateTime::from_timestamp(7_258_118_400, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
-    if t < lo || t >= hi {
-        return Err(Error::validation(
-            field,
-            "the time must be between 2000-01-01 and 2200-01-01",
-        ));
-    }
-    Ok(())
-}
-
 fn validate(schedule: &WindowSchedule, template: &CallTemplate, limits: &Limits) -> Result<()> {
+    // Also bounds a one-off window's instants to 2000–2200.
     schedule.validate()?;
-    if let WindowSchedule::OneOff {
-        start_at, end_at, ..
-    } = schedule
-    {
-        in_range("startAt", *start_at)?;
-        in_range("endAt", *end_at)?;
-    }
     template.validate(limits)?;
     // The planner adds the window's id to each call's metadata: leave room for it.
     let mut planned = template.clone();

@@ -134,7 +134,10 @@ impl Accumulator {
         });
         let mut per_hour = [0u64; 24];
         for t in &self.activity_times {
-            per_hour[t.with_timezone(&tz).hour() as usize % 24] += 1;
+            // Checked: a provider-given instant at the edge of time is not counted.
+            if let Some(local) = crate::time::local_naive(*t, &tz) {
+                per_hour[local.hour() as usize % 24] += 1;
+            }
         }
         // Intervals are half-open: at equal instants, ends come before starts.
         self.edges.sort_by_key(|(t, d)| (*t, *d));
@@ -165,9 +168,35 @@ impl Accumulator {
     }
 }
 
+/// The longest analytics range, in days.
+pub const MAX_ANALYTICS_DAYS: i64 = 92;
+
+/// Checks an analytics range: both ends in 2000–2200
+/// ([`crate::time::check_range`]), `from` before `to`, at most
+/// [`MAX_ANALYTICS_DAYS`] long. `Validation` naming `from` or `to` otherwise.
+pub fn check_analytics_range(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+    crate::time::check_range("from", from)?;
+    crate::time::check_range("to", to)?;
+    if from >= to {
+        return Err(Error::validation(
+            "from",
+            "the range must start before it ends",
+        ));
+    }
+    // Both ends are in range: the difference cannot overflow.
+    if to - from > chrono::TimeDelta::days(MAX_ANALYTICS_DAYS) {
+        return Err(Error::validation(
+            "from",
+            format!("the range must be at most {MAX_ANALYTICS_DAYS} days long"),
+        ));
+    }
+    Ok(())
+}
+
 /// Analytics over a tenant's calls scheduled in `[from, to)`, read page by page
 /// through [`CallStore::list_tenant_range`]. Calls still connected count as
-/// connected until `min(to, now)`. `Validation` if `from >= to`.
+/// connected until `min(to, now)`. `Validation` unless the range passes
+/// [`check_analytics_range`].
 pub async fn tenant_analytics(
     store: &dyn CallStore,
     tenant: &TenantId,
@@ -176,12 +205,7 @@ pub async fn tenant_analytics(
     now: DateTime<Utc>,
     tz: Tz,
 ) -> Result<CallAnalytics> {
-    if from >= to {
-        return Err(Error::validation(
-            "from",
-            "the range must start before it ends",
-        ));
-    }
+    check_analytics_range(from, to)?;
     let open_until = to.min(now);
     let mut acc = Accumulator::default();
     let mut cursor: Option<String> = None;
@@ -381,5 +405,51 @@ mod tests {
             .await
             .expect_err("empty range");
         assert_eq!(err.kind(), crate::ErrorKind::Validation);
+    }
+
+    #[tokio::test]
+    async fn ranges_out_of_bounds_are_validation_errors_naming_the_end() {
+        let store = InMemoryCallStore::new();
+        let tenant = TenantId::new("acme");
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).expect("representable");
+        let edge = at(-8_334_601_228_800_000);
+        let cases = [
+            (edge, t0(), "from"),
+            (t0(), edge, "to"),
+            (t0(), at(8_210_266_876_799_999), "to"),
+            (t0() - TimeDelta::days(93), t0(), "from"),
+            (t0(), t0(), "from"),
+        ];
+        for (from, to, field) in cases {
+            let e = tenant_analytics(&store, &tenant, from, to, t0(), Tz::UTC)
+                .await
+                .expect_err("out of bounds");
+            assert_eq!(
+                (e.kind(), e.field()),
+                (crate::ErrorKind::Validation, Some(field)),
+                "{from} .. {to}"
+            );
+        }
+        let ok = tenant_analytics(
+            &store,
+            &tenant,
+            t0() - TimeDelta::days(92),
+            t0(),
+            t0(),
+            Tz::UTC,
+        )
+        .await
+        .expect("92 days is fine");
+        assert_eq!(ok.total, 0);
+    }
+
+    #[test]
+    fn an_activity_time_at_the_edge_of_time_is_not_counted_and_does_not_panic() {
+        let mut c = answered(9, 0, 60, 0.1);
+        c.started_at = Some(DateTime::<Utc>::MAX_UTC);
+        c.dial_started_at = None;
+        let a = analyze_calls([&c], t0(), chrono_tz::Asia::Tokyo);
+        assert_eq!(a.per_hour.iter().sum::<u64>(), 0);
+        assert_eq!(a.total, 1);
     }
 }

@@ -57,13 +57,17 @@ mod ingest;
 mod poller;
 mod sweeper;
 mod tracker;
+mod unknown;
 
 #[cfg(test)]
 mod tests;
 
-pub use analytics::{CallAnalytics, DurationStats, analyze_calls, tenant_analytics};
+pub use analytics::{
+    CallAnalytics, DurationStats, MAX_ANALYTICS_DAYS, analyze_calls, check_analytics_range,
+    tenant_analytics,
+};
 pub use ingest::{EventIngestor, IngestMetrics, IngestOutcome};
-pub use poller::{PollerConfig, PollerHandle, TranscriptPoller};
+pub use poller::{MAX_UNKNOWN_CALL_GRACE, PollerConfig, PollerHandle, TranscriptPoller};
 pub use sweeper::{StaleCallSweeper, SweepReport, SweeperConfig, SweeperHandle};
 pub use tracker::{
     ActiveCall, ActivityChange, LiveEvent, LiveScope, LiveSubscription, LiveTracker,

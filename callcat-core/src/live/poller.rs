@@ -11,11 +11,12 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::ingest::EventIngestor;
+use super::unknown::end_unknown_call;
 use super::{stopped, with_timeout};
 use crate::bus::CallUpdate;
 use crate::call::{Call, CallStatus};
 use crate::clock::{Clock, delta};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{CallId, Owner};
 use crate::provider::{
     ProviderCall, ProviderCallState, ProviderEvent, ProviderEventKind, TelephonyProvider,
@@ -39,7 +40,16 @@ pub struct PollerConfig {
     /// After failures a call's next poll waits `interval * 2^failures`, capped here
     /// (and never shorter than a Retry-After the provider gave).
     pub max_backoff: Duration,
+    /// When the provider keeps answering that it does not know a call (the
+    /// simulator after a restart, a call the provider purged) for this long, the
+    /// call is ended: Failed with `last_error` "the provider no longer knows this
+    /// call" (Canceled if it was being canceled). At most an hour.
+    pub unknown_call_grace: Duration,
 }
+
+/// The longest [`PollerConfig::unknown_call_grace`] (1 hour; the stale-call
+/// sweeper's default limit).
+pub const MAX_UNKNOWN_CALL_GRACE: Duration = Duration::from_secs(60 * 60);
 
 impl Default for PollerConfig {
     fn default() -> Self {
@@ -49,6 +59,7 @@ impl Default for PollerConfig {
             max_concurrent_fetches: 16,
             push_quiet_period: Duration::from_secs(10),
             max_backoff: Duration::from_secs(60),
+            unknown_call_grace: Duration::from_secs(2 * 60),
         }
     }
 }
@@ -79,6 +90,12 @@ impl PollerConfig {
             return Err(Error::validation(
                 "max_backoff",
                 "the backoff cap must not be shorter than the interval",
+            ));
+        }
+        if self.unknown_call_grace > MAX_UNKNOWN_CALL_GRACE {
+            return Err(Error::validation(
+                "unknown_call_grace",
+                "the grace period for calls the provider does not know must be at most 1 hour",
             ));
         }
         Ok(())
@@ -463,6 +480,8 @@ async fn poll_call(
     let mut last: Option<Digest> = None;
     let mut loaded = false;
     let mut failures = 0u32;
+    // When the provider first said (in a row) that it does not know the call.
+    let mut unknown_since: Option<DateTime<Utc>> = None;
     let mut next = clock.now() + delta(first_poll_in);
     loop {
         if !wait_until(clock.as_ref(), next, &mut stop).await {
@@ -533,7 +552,38 @@ async fn poll_call(
         match err {
             None => {
                 failures = 0;
+                unknown_since = None;
                 next = polled_at + delta(cfg.interval);
+            }
+            Some(e) if e.kind() == ErrorKind::NotFound => {
+                let since = *unknown_since.get_or_insert(polled_at);
+                let now = clock.now();
+                if now >= since + delta(cfg.unknown_call_grace) {
+                    let detail = format!("not found since {since}: {e}");
+                    let ended = Box::pin(end_unknown_call(
+                        &shared.ingestor,
+                        call.id,
+                        &call.provider_call_id,
+                        &detail,
+                    ))
+                    .await;
+                    match ended {
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(call_id = %call.id, error = %e, "could not end a call the provider does not know");
+                        }
+                    }
+                }
+                failures = failures.saturating_add(1);
+                tracing::warn!(call_id = %call.id, failures, error = %e, "the provider does not know a polled call");
+                // Never past the end of the grace period.
+                let retry = now + delta(cfg.backoff(failures, e.retry_after()));
+                let deadline = since + delta(cfg.unknown_call_grace);
+                next = if deadline > now {
+                    retry.min(deadline)
+                } else {
+                    retry
+                };
             }
             Some(e) => {
                 failures = failures.saturating_add(1);

@@ -13,7 +13,6 @@ use super::ingest::{DEFAULT_CAS_ATTEMPTS, EventIngestor};
 use super::{stopped, with_timeout};
 use crate::apply::{enter, sync_attempt};
 use crate::call::{Call, CallOutcome, CallStatus};
-use crate::clock::delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::{LifecycleEvent, Transition, transition};
 use crate::provider::{ProviderEvent, ProviderEventKind, TelephonyProvider};
@@ -133,7 +132,7 @@ impl StaleCallSweeper {
         matches!(
             call.status,
             CallStatus::Ringing | CallStatus::InProgress | CallStatus::Canceling
-        ) && active_since(call) + delta(self.config.max_active) <= now
+        ) && crate::time::saturating_add(active_since(call), self.config.max_active) <= now
     }
 
     /// Sweeps once. Fails only if the store fails.

@@ -20,6 +20,14 @@ impl InMemoryWindowStore {
         Self::default()
     }
 
+    /// Stores `window` as it is, without validation: models a record written
+    /// before a check existed, or by another process or backend, so tests can
+    /// show that background work survives it.
+    #[cfg(feature = "testing")]
+    pub fn insert_unchecked(&self, window: CallWindow) {
+        self.lock().insert(window.id, window);
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<WindowId, CallWindow>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

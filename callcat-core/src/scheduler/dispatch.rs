@@ -11,7 +11,9 @@ use super::recovery::{Recovery, recover, undo_attempt};
 use crate::apply::{enter, sync_attempt};
 use crate::call::{AttemptRecord, Call, CallOutcome, CallStatus};
 use crate::clock::delta;
-use crate::error::Result;
+use futures::FutureExt;
+
+use crate::error::{Error, Result};
 use crate::lifecycle::{LifecycleEvent, Transition, transition};
 use crate::retry::{RetryDecision, attempt_rng};
 use crate::store::{ActiveScope, CallStoreExt};
@@ -412,7 +414,27 @@ async fn dial_renewing_the_lease(
     inner: &Inner,
     call: &Call,
 ) -> Result<crate::provider::DialAccepted> {
-    let dial = inner.provider.place_call(call);
+    // A provider that panics is a failed dial, not a dead dispatch task (which
+    // would leave the call to lease recovery, and possibly to the same panic
+    // again and again).
+    let dial = std::panic::AssertUnwindSafe(inner.provider.place_call(call)).catch_unwind();
+    let dial = async move {
+        match dial.await {
+            Ok(r) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(call_id = %call.id, panic = %what, "the provider panicked while dialing");
+                Err(Error::internal(format!(
+                    "the provider failed unexpectedly while dialing (panic: {what})"
+                ))
+                .with_retryable(false))
+            }
+        }
+    };
     tokio::pin!(dial);
     let every = inner.config.lease / 3;
     loop {
@@ -476,7 +498,14 @@ async fn accepted_dial(
     publish(inner, &c);
     if c.status == CallStatus::Canceling {
         // Canceled while the dial was in flight: hang up now.
-        inner.provider.end_call(&pid).await?;
+        match inner.provider.end_call(&pid).await {
+            Ok(()) => {}
+            // Nothing left to hang up: the cancel is complete.
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                tracing::info!(call_id = %c.id, error = %e, "the provider no longer knows the call; canceled locally");
+            }
+            Err(e) => return Err(e),
+        }
         let c = inner
             .store
             .update_from(c, CAS_ATTEMPTS, |c| {
@@ -524,7 +553,7 @@ async fn failed_dial(
         RetryDecision::GiveUp
     };
     let retry_at = match decision {
-        RetryDecision::RetryAfter(d) => Some(now + delta(d)),
+        RetryDecision::RetryAfter(d) => Some(crate::time::saturating_add(now, d)),
         RetryDecision::GiveUp => None,
     };
     let c = inner
