@@ -18,7 +18,9 @@ use axum::Router;
 
 pub use api::Api;
 pub use async_trait::async_trait;
-pub use auth::{AuthError, AuthUser, Authenticator, Claims, JwtAuthenticator, Role};
+pub use auth::{
+    AuthError, AuthUser, Authenticator, Claims, DEFAULT_MAX_TOKEN_LIFETIME, JwtAuthenticator, Role,
+};
 pub use error::{ApiError, ApiJson, ApiResult};
 pub use router::{ApiRouter, ApiState, DEFAULT_BODY_LIMIT, WEBHOOK_BODY_LIMIT};
 pub use webhooks::{RateLimiter, WebhookAck, WebhookObserver};
