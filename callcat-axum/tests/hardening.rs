@@ -343,3 +343,41 @@ async fn a_json_type_error_names_its_field() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["field"], "subject", "{body}");
 }
+
+#[tokio::test]
+async fn the_builder_refuses_bad_limits() {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_fixed_start());
+    let auth = Arc::new(JwtAuthenticator::new(SECRET, clock.clone()));
+    let api = api(clock).await;
+    let base = || ApiRouter::new(api.clone(), auth.clone());
+    let field = |r: Result<Router, Error>| match r {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e.field().map(str::to_owned),
+    };
+    let cases = [
+        (base().provider_body_limit("acme", 10), "webhookBodyLimit"),
+        (base().webhook_body_limit(64 << 20), "webhookBodyLimit"),
+        (base().body_limit(64 << 20), "bodyLimit"),
+        (base().max_concurrent_webhooks(0), "maxConcurrentWebhooks"),
+        (
+            base().max_concurrent_requests(0, 10),
+            "maxConcurrentRequests",
+        ),
+        (
+            base().request_timeout(Duration::from_millis(10)),
+            "requestTimeout",
+        ),
+        (base().client_ip_header("not a header"), "clientIpHeader"),
+    ];
+    for (builder, expected) in cases {
+        assert_eq!(field(builder.build()).as_deref(), Some(expected));
+    }
+    assert!(
+        base()
+            .provider_body_limit("acme", 1 << 20)
+            .max_concurrent_requests(8, 0)
+            .client_ip_header("x-forwarded-for")
+            .build()
+            .is_ok()
+    );
+}
