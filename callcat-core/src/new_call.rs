@@ -466,7 +466,8 @@ mod tests {
     fn a_nul_character_in_any_text_is_refused_naming_the_field() {
         let limits = Limits::default();
         assert!(template().validate(&limits).is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut CallTemplate)>)> = vec![
+        type Edit = Box<dyn Fn(&mut CallTemplate)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("calleeName", Box::new(|t| t.callee_name = "A\0da".into())),
             ("subject", Box::new(|t| t.subject = "s\0".into())),
             ("prompt", Box::new(|t| t.instructions = "\0".into())),
