@@ -148,9 +148,15 @@ impl Server {
             telephony_name(&self.config.telephony),
         );
         if let Some(token) = &self.dev_token {
+            let ttl = crate::app::DEV_TOKEN_TTL.min(self.config.jwt.max_lifetime);
+            let valid = match ttl.as_secs() {
+                n if n % 86_400 == 0 => format!("{} days", n / 86_400),
+                n if n % 3_600 == 0 => format!("{} hours", n / 3_600),
+                n => format!("{n} seconds"),
+            };
             s.push_str(&format!(
                 "\nDevelopment mode: no CALLCAT_JWT_SECRET, so a secret was generated for this run.\n\
-                 A token for the user `demo` (valid 30 days):\n\n  export TOKEN={token}\n\n\
+                 A token for the user `demo` (valid {valid}):\n\n  export TOKEN={token}\n\n\
                  Try:\n\n  curl -s -X POST {base}/api/calls -H \"Authorization: Bearer $TOKEN\" \\\n    \
                  -H 'Content-Type: application/json' \\\n    \
                  -d '{{\"calleeName\":\"Ada Lovelace\",\"phoneNumber\":\"+14155552671\",\"subject\":\"Demo\",\"prompt\":\"Say hello.\"}}'\n\n  \
