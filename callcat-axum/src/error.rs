@@ -217,6 +217,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// Most top-level fields [`culprit`] looks through.
+const MAX_CULPRIT_FIELDS: usize = 64;
+
 /// The top-level field a type error is about, when serde could not say (a
 /// `#[serde(flatten)]`ed struct loses the path): the first field whose removal
 /// changes the error. Only run for bodies that already failed.
@@ -224,6 +227,10 @@ fn culprit<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
     let serde_json::Value::Object(map) = serde_json::from_slice(bytes).ok()? else {
         return None;
     };
+    // One retry per field: bounded, so a body of many fields costs no more.
+    if map.len() > MAX_CULPRIT_FIELDS {
+        return None;
+    }
     let error_of = |m: serde_json::Map<String, serde_json::Value>| {
         serde_json::from_value::<T>(serde_json::Value::Object(m))
             .err()
