@@ -150,7 +150,7 @@ async fn retell_webhooks_are_verified_before_anything_is_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_over_the_rate_limit_get_429() {
+async fn forged_webhooks_over_the_budget_get_429_and_signed_ones_never_do() {
     let mut config = test_config();
     config.telephony = TelephonyConfig::Retell {
         api_key: Secret::new(RETELL_KEY),
@@ -160,15 +160,21 @@ async fn webhooks_over_the_rate_limit_get_429() {
     };
     let s = TestServer::start_with(config, |b| b.webhook_rate_limit(1, 2)).await;
     let body = json!({"event": "call_started", "call": {"call_id": "rc_unknown"}});
-    let (a, _) = post_retell(&s, &body, Some(RETELL_KEY)).await;
-    let (b, _) = post_retell(&s, &body, Some(RETELL_KEY)).await;
-    let (c, err) = post_retell(&s, &body, Some(RETELL_KEY)).await;
-    assert_eq!((a, b, c), (200, 200, 429), "{err}");
+    let forged = "key_forged_forged_forged";
+    let (a, _) = post_retell(&s, &body, Some(forged)).await;
+    let (b, _) = post_retell(&s, &body, Some(forged)).await;
+    let (c, err) = post_retell(&s, &body, Some(forged)).await;
+    assert_eq!((a, b, c), (401, 401, 429), "{err}");
     assert_eq!(err["error"]["code"], "rate_limited");
+    // The same source's signed webhooks are never limited by that budget.
+    for _ in 0..5 {
+        let (d, ack) = post_retell(&s, &body, Some(RETELL_KEY)).await;
+        assert_eq!(d, 200);
+        assert_eq!(ack["results"], json!(["unknown_call"]));
+    }
     s.advance(Duration::from_secs(1));
-    let (d, ack) = post_retell(&s, &body, Some(RETELL_KEY)).await;
-    assert_eq!(d, 200);
-    assert_eq!(ack["results"], json!(["unknown_call"]));
+    let (e, _) = post_retell(&s, &body, Some(forged)).await;
+    assert_eq!(e, 401, "the budget refills on the clock");
     s.stop().await;
 }
 

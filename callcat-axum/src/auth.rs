@@ -5,7 +5,9 @@
 //!
 //! [`JwtAuthenticator`] is the one shipped: HS256 `Authorization: Bearer
 //! <token>` with claims `sub` (the user), `tenant` (default `default`), `role`
-//! (`admin` sees the whole tenant) and `exp`, checked against the injected clock.
+//! (`admin` sees the whole tenant) and `exp`, checked against the injected clock;
+//! optionally `iss` and `aud` are required, and a token may not live longer than
+//! a maximum lifetime (30 days by default).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use callcat_core::chrono::{DateTime, Utc};
 use callcat_core::{Clock, Owner};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,9 @@ pub struct AuthUser {
     pub owner: Owner,
     /// What the caller may do.
     pub role: Role,
+    /// When the caller's credential stops being valid (a token's `exp`), if it
+    /// does: long-lived responses such as the event stream end at that instant.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl AuthUser {
@@ -48,6 +54,7 @@ impl AuthUser {
         AuthUser {
             owner,
             role: Role::User,
+            expires_at: None,
         }
     }
 
@@ -56,7 +63,14 @@ impl AuthUser {
         AuthUser {
             owner,
             role: Role::Admin,
+            expires_at: None,
         }
+    }
+
+    /// The same caller, whose credential expires at `at`.
+    pub fn expiring_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
     }
 
     /// Whether the caller is an administrator of their tenant.
@@ -165,7 +179,23 @@ pub struct Claims {
     pub role: Option<String>,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
+    /// Issued at, seconds since the epoch (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// The issuer (required and checked when the authenticator names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The audience (required and checked when the authenticator names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
+
+/// The longest a token may live (its `exp` ahead of now, or of its `iat`)
+/// unless changed with [`JwtAuthenticator::max_lifetime`]: 30 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How far in the future an `iat` may be (clock skew between issuer and us).
+const IAT_LEEWAY_SECONDS: i64 = 60;
 
 /// Authenticates `Authorization: Bearer <JWT>` signed with one HS256 secret,
 /// and mints tokens (development, tests).
@@ -174,11 +204,18 @@ pub struct JwtAuthenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     clock: Arc<dyn Clock>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtAuthenticator(<redacted>)")
+        f.debug_struct("JwtAuthenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,7 +226,29 @@ impl JwtAuthenticator {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             clock,
+            issuer: None,
+            audience: None,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         }
+    }
+
+    /// Requires tokens to carry `iss` equal to `issuer` (minted tokens carry it).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires tokens to carry `aud` naming `audience` (minted tokens carry it).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Refuses tokens whose `exp` is more than `lifetime` ahead of now (or of
+    /// their `iat`): a leaked long-lived token is not valid for years.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = lifetime;
+        self
     }
 
     /// A token for `user` in `tenant` (with `role`), valid for `ttl` from the clock's now.
@@ -200,29 +259,67 @@ impl JwtAuthenticator {
         role: Option<&str>,
         ttl: Duration,
     ) -> callcat_core::Result<String> {
-        let exp =
-            self.clock.now().timestamp() + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let now = self.clock.now().timestamp();
+        let exp = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2));
         let claims = Claims {
             sub: user.to_owned(),
             tenant: tenant.map(str::to_owned),
             role: role.map(str::to_owned),
             exp,
+            iat: Some(now),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| callcat_core::Error::internal(format!("cannot sign a token: {e}")))
     }
 
-    /// Verifies a token: signature (HS256 only), required `sub` and `exp`, expiry.
+    /// Verifies a token: signature (HS256 only), required `sub` and `exp`,
+    /// expiry, lifetime, `iat` not in the future, and `iss`/`aud` when configured.
     pub fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
         let mut v = Validation::new(Algorithm::HS256);
         // Expiry is checked below against the injected clock.
         v.validate_exp = false;
-        v.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+        let mut required = vec!["exp", "sub"];
+        match &self.issuer {
+            Some(iss) => {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => v.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => v.validate_aud = false,
+        }
+        v.set_required_spec_claims(&required);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &v)
             .map_err(|e| AuthError::new(format!("invalid token: {e}")))?;
-        let c = data.claims;
-        if c.exp <= self.clock.now().timestamp() {
+        // `aud` may be an array (RFC 7519); the library checked it above.
+        let mut claims = data.claims;
+        if let Some(o) = claims.as_object_mut() {
+            o.remove("aud");
+        }
+        let c: Claims = serde_json::from_value(claims)
+            .map_err(|e| AuthError::new(format!("invalid token claims: {e}")))?;
+        let now = self.clock.now().timestamp();
+        if c.exp <= now {
             return Err(AuthError::new("the token has expired"));
+        }
+        let max = i64::try_from(self.max_lifetime.as_secs()).unwrap_or(i64::MAX / 2);
+        let from = c.iat.map_or(now, |iat| iat.min(now));
+        if c.exp.saturating_sub(from) > max || c.exp.saturating_sub(now) > max {
+            return Err(AuthError::new(format!(
+                "the token lives longer than the {max} s this server accepts"
+            )));
+        }
+        if c.iat
+            .is_some_and(|iat| iat > now.saturating_add(IAT_LEEWAY_SECONDS))
+        {
+            return Err(AuthError::new("the token's iat is in the future"));
         }
         if c.sub.trim().is_empty() {
             return Err(AuthError::new("the token's sub is empty"));
@@ -232,9 +329,13 @@ impl JwtAuthenticator {
             .filter(|t| !t.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_TENANT.to_owned());
         let owner = Owner::new(tenant, c.sub);
-        Ok(match c.role.as_deref() {
+        let user = match c.role.as_deref() {
             Some("admin") => AuthUser::admin(owner),
             _ => AuthUser::user(owner),
+        };
+        Ok(match DateTime::from_timestamp(c.exp, 0) {
+            Some(at) => user.expiring_at(at),
+            None => user,
         })
     }
 }
@@ -292,5 +393,83 @@ mod tests {
         )
         .unwrap();
         assert!(a.verify(&no_exp).is_err());
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_fixed_start());
+        let now = clock.now().timestamp();
+        let plain = JwtAuthenticator::new(b"0123456789abcdef0123456789abcdef", clock.clone());
+        let strict = plain.clone().issuer("https://idp").audience("callcat");
+        let bare = signed(serde_json::json!({"sub": "u", "exp": now + 60}));
+        assert!(plain.verify(&bare).is_ok());
+        assert!(strict.verify(&bare).is_err(), "no iss/aud");
+        let wrong_iss = signed(
+            serde_json::json!({"sub": "u", "exp": now + 60, "iss": "https://evil", "aud": "callcat"}),
+        );
+        assert!(strict.verify(&wrong_iss).is_err());
+        let wrong_aud = signed(
+            serde_json::json!({"sub": "u", "exp": now + 60, "iss": "https://idp", "aud": "other"}),
+        );
+        assert!(strict.verify(&wrong_aud).is_err());
+        let good = signed(serde_json::json!({
+            "sub": "u", "exp": now + 60, "iss": "https://idp", "aud": ["other", "callcat"]
+        }));
+        assert!(strict.verify(&good).is_ok());
+        // Minted tokens carry what the authenticator requires.
+        let minted = strict
+            .mint("u", None, None, Duration::from_secs(60))
+            .unwrap();
+        assert!(strict.verify(&minted).is_ok());
+        // A token with an audience is still accepted when none is required.
+        assert!(plain.verify(&good).is_ok());
+    }
+
+    #[test]
+    fn lifetime_is_capped_and_iat_is_accepted() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at_fixed_start());
+        let now = clock.now().timestamp();
+        let keys = JwtAuthenticator::new(b"0123456789abcdef0123456789abcdef", clock.clone())
+            .max_lifetime(Duration::from_secs(3600));
+        let ok = signed(serde_json::json!({"sub": "u", "exp": now + 3600, "iat": now}));
+        let u = keys.verify(&ok).unwrap();
+        assert_eq!(u.expires_at.map(|t| t.timestamp()), Some(now + 3600));
+        let too_long = signed(serde_json::json!({"sub": "u", "exp": now + 3601}));
+        assert!(
+            keys.verify(&too_long)
+                .unwrap_err()
+                .message()
+                .contains("longer")
+        );
+        let issued_long_ago =
+            signed(serde_json::json!({"sub": "u", "exp": now + 60, "iat": now - 7200}));
+        assert!(
+            keys.verify(&issued_long_ago).is_err(),
+            "exp - iat is over the cap"
+        );
+        let future_iat =
+            signed(serde_json::json!({"sub": "u", "exp": now + 600, "iat": now + 300}));
+        assert!(keys.verify(&future_iat).is_err());
+        assert!(
+            keys.mint("u", None, None, Duration::from_secs(7200))
+                .is_ok_and(|t| keys.verify(&t).is_err())
+        );
+        // The default cap is 30 days.
+        let default = JwtAuthenticator::new(b"0123456789abcdef0123456789abcdef", clock.clone());
+        let year = signed(serde_json::json!({"sub": "u", "exp": now + 365 * 24 * 3600}));
+        assert!(default.verify(&year).is_err());
+        let month = default
+            .mint("u", None, None, DEFAULT_MAX_TOKEN_LIFETIME)
+            .unwrap();
+        assert!(default.verify(&month).is_ok());
     }
 }

@@ -94,6 +94,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 503 with a message written for the client (it is answered as is, so
+    /// it must hold no dependency's error text); the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// The status answered.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -102,6 +108,11 @@ impl ApiError {
     /// The stable code (`validation`, `not_found`, ...).
     pub fn code(&self) -> &str {
         &self.code
+    }
+
+    /// The message answered.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The request field this is about, if any.
@@ -113,13 +124,17 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = status_of(e.kind());
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %e, "request failed");
-            "internal error".to_owned()
+        // A server-side error's text (a database's or a provider's) never
+        // reaches the client: it is logged under an id the client is given.
+        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
+            let id = uuid::Uuid::now_v7();
+            tracing::warn!(error = %e, error_id = %id, "dependency unavailable");
+            format!("temporarily unavailable; try again (error id {id})")
+        } else if status.is_server_error() {
+            let id = uuid::Uuid::now_v7();
+            tracing::error!(error = %e, error_id = %id, "request failed");
+            format!("internal error (error id {id})")
         } else {
-            if status.is_server_error() {
-                tracing::warn!(error = %e, "dependency unavailable");
-            }
             e.message().to_owned()
         };
         ApiError {
@@ -186,16 +201,21 @@ pub fn payload_too_large() -> ApiError {
 /// Parses a JSON body, naming the field when the problem is in one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(deserialize_error)
+    serde_path_to_error::deserialize(de).map_err(|e| deserialize_error(e, || culprit::<T>(bytes)))
 }
 
 /// Reads `T` from an already parsed JSON value, naming the field when the
 /// problem is in one (as [`parse_json`]).
 pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(deserialize_error)
+    serde_path_to_error::deserialize(value).map_err(|e| deserialize_error(e, || None))
 }
 
-fn deserialize_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+/// The answer to a body that does not deserialize; `fallback` names the field
+/// when serde's path does not (a flattened struct loses it).
+fn deserialize_error(
+    e: serde_path_to_error::Error<serde_json::Error>,
+    fallback: impl FnOnce() -> Option<String>,
+) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
     if inner.is_syntax() || inner.is_eof() {
@@ -207,7 +227,7 @@ fn deserialize_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiErr
     }
     let msg = inner.to_string();
     let field = if path == "." || path.is_empty() {
-        missing_field(&msg).unwrap_or_default()
+        missing_field(&msg).or_else(fallback).unwrap_or_default()
     } else {
         path
     };
@@ -216,6 +236,33 @@ fn deserialize_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiErr
     } else {
         ApiError::validation(field, msg)
     }
+}
+
+/// Most top-level fields [`culprit`] looks through.
+const MAX_CULPRIT_FIELDS: usize = 64;
+
+/// The top-level field a type error is about, when serde could not say (a
+/// `#[serde(flatten)]`ed struct loses the path): the first field whose removal
+/// changes the error. Only run for bodies that already failed.
+fn culprit<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(map) = serde_json::from_slice(bytes).ok()? else {
+        return None;
+    };
+    // One retry per field: bounded, so a body of many fields costs no more.
+    if map.len() > MAX_CULPRIT_FIELDS {
+        return None;
+    }
+    let error_of = |m: serde_json::Map<String, serde_json::Value>| {
+        serde_json::from_value::<T>(serde_json::Value::Object(m))
+            .err()
+            .map(|e| e.to_string())
+    };
+    let original = error_of(map.clone())?;
+    map.keys().find_map(|k| {
+        let mut without = map.clone();
+        without.remove(k);
+        (error_of(without).as_deref() != Some(original.as_str())).then(|| k.clone())
+    })
 }
 
 /// serde's "missing field `x`" names the field only in the message.
@@ -287,6 +334,31 @@ mod tests {
         assert!(parse_json::<Body>(br#"{"calleeName":"a"}"#).is_ok());
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Flattened {
+        #[serde(flatten)]
+        inner: Body,
+        subject: Option<String>,
+    }
+
+    #[test]
+    fn json_errors_name_fields_of_flattened_structs() {
+        let e = parse_json::<Flattened>(br#"{"calleeName":"a","maxAttempts":"x"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("maxAttempts"), "{}", e.message);
+        let e = parse_json::<Flattened>(br#"{"maxAttempts":"x","calleeName":"a","subject":1}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e.field.as_deref(), Some("maxAttempts" | "subject")),
+            "{e:?}"
+        );
+        let e = parse_json::<Flattened>(br#"{"maxAttempts":"x"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("maxAttempts"), "{}", e.message);
+        let e = parse_json::<Flattened>(br#"{"calleeName":"a","subject":["x"]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("subject"), "{}", e.message);
+    }
+
     #[test]
     fn kinds_map_to_statuses() {
         assert_eq!(status_of(ErrorKind::NotFound), StatusCode::NOT_FOUND);
@@ -302,6 +374,25 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS
         );
         let e = ApiError::from(Error::internal("secret detail"));
-        assert_eq!(e.message, "internal error");
+        assert!(
+            e.message.starts_with("internal error (error id "),
+            "{}",
+            e.message
+        );
+        for e in [
+            Error::unavailable("connection to postgres://u:hunter2@db refused"),
+            Error::internal("relation \"calls\" does not exist"),
+            Error::new(ErrorKind::Unsupported, "x").with_source_name("postgres"),
+        ] {
+            let kind = e.kind();
+            let a = ApiError::from(e);
+            assert!(a.status.is_server_error(), "{kind:?}");
+            for leak in ["hunter2", "postgres", "relation"] {
+                assert!(!a.message.contains(leak), "{kind:?}: {}", a.message);
+            }
+        }
+        let a = ApiError::from(Error::unavailable("db down"));
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.message.starts_with("temporarily unavailable"));
     }
 }

@@ -18,10 +18,15 @@ use axum::Router;
 
 pub use api::Api;
 pub use async_trait::async_trait;
-pub use auth::{AuthError, AuthUser, Authenticator, Claims, JwtAuthenticator, Role};
+pub use auth::{
+    AuthError, AuthUser, Authenticator, Claims, DEFAULT_MAX_TOKEN_LIFETIME, JwtAuthenticator, Role,
+};
 pub use error::{ApiError, ApiJson, ApiResult};
-pub use router::{ApiRouter, ApiState, DEFAULT_BODY_LIMIT, WEBHOOK_BODY_LIMIT};
-pub use webhooks::{RateLimiter, WebhookAck, WebhookObserver};
+pub use router::{
+    ApiRouter, ApiState, DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_CONCURRENT_WEBHOOKS, DEFAULT_REQUEST_TIMEOUT, MAX_BODY_LIMIT, WEBHOOK_BODY_LIMIT,
+};
+pub use webhooks::{RateLimiter, SourceLimiter, WebhookAck, WebhookObserver};
 
 /// The OpenAPI crates the router is built with (for [`ApiRouter::merge`] and
 /// [`ApiRouter::security_scheme`]), so embedders use the same versions.

@@ -9,18 +9,22 @@
 //! plus the request's original path (which includes the mount prefix), and the
 //! OpenAPI document names the mount prefix as its server.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::OriginalUri;
-use axum::http::{HeaderMap, header};
-use axum::middleware;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use callcat_core::{Error, WebhookVerifier};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::SecurityScheme;
@@ -28,15 +32,31 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::api::Api;
 use crate::auth::Authenticator;
-use crate::error::{json_errors, route_not_found};
-use crate::webhooks::{RateLimiter, WebhookObserver, WebhookRoute};
+use crate::error::{ApiError, json_errors, route_not_found};
+use crate::webhooks::{SourceLimiter, WebhookObserver, WebhookRoute};
 use crate::{openapi, routes, webhooks};
 
 /// Largest API request body (64 KiB) unless changed with [`ApiRouter::body_limit`].
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
-/// Largest webhook body (providers send whole call objects with transcripts)
-/// unless changed with [`ApiRouter::webhook_body_limit`].
-pub const WEBHOOK_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Largest webhook body (256 KiB) unless changed for every provider with
+/// [`ApiRouter::webhook_body_limit`] or for one with
+/// [`ApiRouter::provider_body_limit`]. Bodies are read before their signature
+/// can be checked, so this is kept small.
+pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+/// Largest body limit a setting may ask for (16 MiB).
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a request may take to be answered (its response headers) unless
+/// changed with [`ApiRouter::request_timeout`]: 30 s. Event streams are not
+/// cut by it (their headers are sent at once).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests handled at once unless changed with
+/// [`ApiRouter::max_concurrent_requests`]: 256.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
+/// Webhook requests handled at once unless changed with
+/// [`ApiRouter::max_concurrent_webhooks`]: 64.
+pub const DEFAULT_MAX_CONCURRENT_WEBHOOKS: usize = 64;
+/// Sources whose webhook failure budget is remembered at once.
+const MAX_WEBHOOK_SOURCES: usize = 10_000;
 
 /// The state of every route of the API: the [`Api`] (reachable through
 /// `Deref`), the authenticator, the webhook rate limiter and settings. Cheap to
@@ -51,7 +71,10 @@ struct Inner {
     api: Api,
     auth: Arc<dyn Authenticator>,
     observer: Option<Arc<dyn WebhookObserver>>,
-    limiter: RateLimiter,
+    failures: SourceLimiter,
+    webhook_slots: Arc<Semaphore>,
+    webhook_paths: BTreeSet<String>,
+    client_ip_header: Option<HeaderName>,
     public_base_url: Option<String>,
     stopping: Option<watch::Receiver<bool>>,
     openapi: OnceLock<OpenApi>,
@@ -62,7 +85,7 @@ impl std::fmt::Debug for ApiState {
         f.debug_struct("ApiState")
             .field("api", &self.inner.api)
             .field("public_base_url", &self.inner.public_base_url)
-            .field("limiter", &self.inner.limiter)
+            .field("failures", &self.inner.failures)
             .finish_non_exhaustive()
     }
 }
@@ -86,9 +109,25 @@ impl ApiState {
         &self.inner.auth
     }
 
-    /// The rate limit shared by every webhook route.
-    pub fn webhook_limiter(&self) -> &RateLimiter {
-        &self.inner.limiter
+    /// The per-source budget of webhook requests that fail verification.
+    pub fn webhook_failures(&self) -> &SourceLimiter {
+        &self.inner.failures
+    }
+
+    /// The slots of webhook requests running at once.
+    pub(crate) fn webhook_slots(&self) -> &Arc<Semaphore> {
+        &self.inner.webhook_slots
+    }
+
+    /// The trusted proxy header that names the client, if configured.
+    pub fn client_ip_header(&self) -> Option<&HeaderName> {
+        self.inner.client_ip_header.as_ref()
+    }
+
+    /// Whether `path` (relative to the router) is a webhook route: a
+    /// registered webhook path or anything under `/webhooks/`.
+    pub(crate) fn is_webhook_path(&self, path: &str) -> bool {
+        path.starts_with("/webhooks/") || self.inner.webhook_paths.contains(path)
     }
 
     /// Reports one webhook request's result to the observer, if any.
@@ -153,7 +192,13 @@ pub struct ApiRouter {
     extensions: Vec<OpenApiRouter<ApiState>>,
     body_limit: usize,
     webhook_body_limit: usize,
+    provider_body_limits: BTreeMap<String, usize>,
     webhook_rate: (u32, u32),
+    max_concurrent_webhooks: usize,
+    client_ip_header: Option<String>,
+    request_timeout: Duration,
+    max_concurrent_requests: usize,
+    request_queue: usize,
     public_base_url: Option<String>,
     observer: Option<Arc<dyn WebhookObserver>>,
     stopping: Option<watch::Receiver<bool>>,
@@ -167,7 +212,13 @@ impl std::fmt::Debug for ApiRouter {
             .field("extensions", &self.extensions.len())
             .field("body_limit", &self.body_limit)
             .field("webhook_body_limit", &self.webhook_body_limit)
+            .field("provider_body_limits", &self.provider_body_limits)
             .field("webhook_rate", &self.webhook_rate)
+            .field("max_concurrent_webhooks", &self.max_concurrent_webhooks)
+            .field("client_ip_header", &self.client_ip_header)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("request_queue", &self.request_queue)
             .field("public_base_url", &self.public_base_url)
             .finish_non_exhaustive()
     }
@@ -183,7 +234,13 @@ impl ApiRouter {
             extensions: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             webhook_body_limit: WEBHOOK_BODY_LIMIT,
-            webhook_rate: (50, 200),
+            provider_body_limits: BTreeMap::new(),
+            webhook_rate: (1, 20),
+            max_concurrent_webhooks: DEFAULT_MAX_CONCURRENT_WEBHOOKS,
+            client_ip_header: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            request_queue: DEFAULT_MAX_CONCURRENT_REQUESTS,
             public_base_url: None,
             observer: None,
             stopping: None,
@@ -191,10 +248,11 @@ impl ApiRouter {
         }
     }
 
-    /// Serves `provider`'s webhooks at `POST /webhooks/{provider}`: rate
-    /// limited, verified by `verifier` before anything is parsed (401 when the
-    /// signature fails, nothing stored), every event handed to the ingestor,
-    /// answered with `{"results": [...]}`.
+    /// Serves `provider`'s webhooks at `POST /webhooks/{provider}`: the body
+    /// read up to the provider's limit, verified by `verifier` before anything
+    /// is parsed (401 when the signature fails, nothing stored; 429 once the
+    /// source has spent its failure budget), every event handed to the
+    /// ingestor, answered with `{"results": [...]}`.
     pub fn webhook(self, provider: &str, verifier: Arc<dyn WebhookVerifier>) -> Self {
         let path = format!("/webhooks/{provider}");
         self.webhook_at(&path, provider, verifier)
@@ -237,15 +295,59 @@ impl ApiRouter {
         self
     }
 
-    /// Largest accepted webhook body in bytes (default 2 MiB, at least 1024).
+    /// Largest accepted webhook body in bytes, for every provider without its
+    /// own limit (default 256 KiB, 1024 to 16 MiB).
     pub fn webhook_body_limit(mut self, bytes: usize) -> Self {
         self.webhook_body_limit = bytes;
         self
     }
 
-    /// Webhook requests admitted per second, and the burst (default 50/s, 200).
+    /// Largest accepted webhook body of `provider`'s routes registered with
+    /// [`ApiRouter::webhook`] / [`ApiRouter::webhook_at`] (1024 to 16 MiB).
+    pub fn provider_body_limit(mut self, provider: &str, bytes: usize) -> Self {
+        self.provider_body_limits.insert(provider.to_owned(), bytes);
+        self
+    }
+
+    /// The failure budget of each source: webhook requests that fail
+    /// verification, per second, and the burst (default 1/s, 20). Requests
+    /// that pass verification are never limited by it.
     pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.webhook_rate = (per_second, burst);
+        self
+    }
+
+    /// Webhook requests handled at once, over all providers (default 64);
+    /// beyond, 503 with `Retry-After` before the body is read.
+    pub fn max_concurrent_webhooks(mut self, n: usize) -> Self {
+        self.max_concurrent_webhooks = n;
+        self
+    }
+
+    /// The header a trusted reverse proxy puts the client's address in (e.g.
+    /// `x-forwarded-for`; its last entry is used). Only set it behind such a
+    /// proxy: clients can send the header themselves. Without it, the
+    /// connection's peer address is the source (served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`).
+    pub fn client_ip_header(mut self, name: &str) -> Self {
+        self.client_ip_header = Some(name.to_owned());
+        self
+    }
+
+    /// How long a request may take until its response starts (default 30 s;
+    /// 1 s to 1 h); then 408. An event stream's response starts at once, so
+    /// streams are not cut by it.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Requests handled at once (default 256), and how many more may wait for
+    /// a slot (default: as many); beyond both, 503 with `Retry-After`. A slot is
+    /// held until the response starts (an open event stream does not hold one).
+    pub fn max_concurrent_requests(mut self, n: usize, queue: usize) -> Self {
+        self.max_concurrent_requests = n;
+        self.request_queue = queue;
         self
     }
 
@@ -296,16 +398,54 @@ impl ApiRouter {
                 "the body limit must be at least 1024 bytes",
             ));
         }
-        if self.webhook_body_limit < 1024 {
+        if self.body_limit > MAX_BODY_LIMIT {
             return Err(Error::validation(
-                "webhookBodyLimit",
-                "the webhook body limit must be at least 1024 bytes",
+                "bodyLimit",
+                "the body limit must be at most 16 MiB",
             ));
+        }
+        let webhook_limits = std::iter::once(self.webhook_body_limit)
+            .chain(self.provider_body_limits.values().copied());
+        for limit in webhook_limits {
+            if !(1024..=MAX_BODY_LIMIT).contains(&limit) {
+                return Err(Error::validation(
+                    "webhookBodyLimit",
+                    "a webhook body limit must be 1024 bytes to 16 MiB",
+                ));
+            }
         }
         if self.webhook_rate.0 == 0 || self.webhook_rate.1 == 0 {
             return Err(Error::validation(
                 "webhookRateLimit",
                 "the webhook rate and burst must be at least 1",
+            ));
+        }
+        if !(1..=Semaphore::MAX_PERMITS / 2).contains(&self.max_concurrent_webhooks) {
+            return Err(Error::validation(
+                "maxConcurrentWebhooks",
+                "at least 1 webhook request must be allowed at once",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_concurrent_requests)
+            || self.request_queue > 1_000_000
+        {
+            return Err(Error::validation(
+                "maxConcurrentRequests",
+                "1 to 1000000 requests at once, and at most 1000000 waiting",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.request_timeout) {
+            return Err(Error::validation(
+                "requestTimeout",
+                "the request timeout must be 1 s to 1 h",
+            ));
+        }
+        if let Some(h) = &self.client_ip_header
+            && HeaderName::try_from(h.as_str()).is_err()
+        {
+            return Err(Error::validation(
+                "clientIpHeader",
+                format!("{h:?} is not a header name"),
             ));
         }
         if let Some(base) = &self.public_base_url {
@@ -353,13 +493,21 @@ impl ApiRouter {
 
     /// Assembles without validating (the defaults are valid).
     pub(crate) fn assemble(self) -> (Router, OpenApi) {
+        let webhook_paths = self.webhooks.iter().map(|w| w.path.clone()).collect();
         let state = ApiState {
             inner: Arc::new(Inner {
-                limiter: RateLimiter::new(
+                failures: SourceLimiter::new(
                     self.api.clock().clone(),
                     self.webhook_rate.0,
                     self.webhook_rate.1,
+                    MAX_WEBHOOK_SOURCES,
                 ),
+                webhook_slots: Arc::new(Semaphore::new(self.max_concurrent_webhooks.max(1))),
+                webhook_paths,
+                client_ip_header: self
+                    .client_ip_header
+                    .as_deref()
+                    .and_then(|h| HeaderName::try_from(h).ok()),
                 api: self.api,
                 auth: self.auth,
                 observer: self.observer,
@@ -378,15 +526,20 @@ impl ApiRouter {
                 op,
             );
             let path = w.path.clone();
+            let limit = self
+                .provider_body_limits
+                .get(&w.provider)
+                .copied()
+                .unwrap_or(self.webhook_body_limit);
             let route = Arc::new(w);
             hooks = hooks.route(
                 &path,
                 post(move |st, uri, headers, body| {
                     webhooks::provider_webhook(st, route.clone(), uri, headers, body)
-                }),
+                })
+                .layer(RequestBodyLimitLayer::new(limit)),
             );
         }
-        let hooks = hooks.layer(RequestBodyLimitLayer::new(self.webhook_body_limit));
         let mut all = OpenApiRouter::with_openapi(openapi::base(self.security))
             .merge(api)
             .merge(hooks);
@@ -396,11 +549,56 @@ impl ApiRouter {
         let (router, doc) = all.split_for_parts();
         // Set once, before any request can read it.
         let _ = state.inner.openapi.set(doc.clone());
+        let admission = Admission::new(self.max_concurrent_requests, self.request_queue);
         let router = router
             .fallback(route_not_found)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                webhooks::guard,
+            ))
+            .layer(middleware::from_fn_with_state(admission, admit))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                self.request_timeout,
+            ))
             .layer(middleware::from_fn(json_errors))
             .layer(TraceLayer::new_for_http())
             .with_state(state);
         (router, doc)
     }
+}
+
+/// The bound on requests in progress: `slots` run at once, and admission
+/// (running or waiting) is refused beyond `slots + queue`.
+#[derive(Clone)]
+struct Admission {
+    admitted: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
+}
+
+impl Admission {
+    fn new(slots: usize, queue: usize) -> Self {
+        let slots = slots.clamp(1, Semaphore::MAX_PERMITS / 4);
+        let queue = queue.min(Semaphore::MAX_PERMITS / 4);
+        Admission {
+            admitted: Arc::new(Semaphore::new(slots + queue)),
+            slots: Arc::new(Semaphore::new(slots)),
+        }
+    }
+}
+
+/// Middleware: waits for a slot when every one is taken, answers 503 (with
+/// `Retry-After`) when the waiting line is full too. The slot is held until the
+/// response starts.
+async fn admit(State(a): State<Admission>, req: Request, next: Next) -> Response {
+    let Ok(_admitted) = a.admitted.clone().try_acquire_owned() else {
+        let mut r = ApiError::unavailable("the server is busy; retry shortly").into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    };
+    let Ok(_slot) = a.slots.clone().acquire_owned().await else {
+        return ApiError::unavailable("the server is stopping").into_response();
+    };
+    next.run(req).await
 }

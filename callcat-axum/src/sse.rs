@@ -2,7 +2,10 @@
 //! (`call.updated`, `transcript.updated`), tenant-wide for admins. The stream
 //! opens with `stream.ready`; a subscriber that falls behind gets `stream.lagged`
 //! with how many updates it missed, and `stream.resynced` when the live tracker
-//! reloaded from the store (re-read the calls to catch up).
+//! reloaded from the store (re-read the calls to catch up). When the caller's
+//! credential expires (a token's `exp`, on the engine's clock) the stream sends
+//! `stream.expired` and ends: reconnect with a fresh token. It also ends when
+//! the host shuts down.
 
 use std::convert::Infallible;
 
@@ -10,6 +13,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use callcat_core::{CallUpdate, LiveEvent, LiveScope, LiveSubscription, Owner};
 use futures::Stream;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -96,13 +100,20 @@ struct Feed {
     state: ApiState,
     user: AuthUser,
     started: bool,
+    /// Resolves when the caller's credential expires (never, without expiry).
+    expiry: BoxFuture<'static, ()>,
+    expired: bool,
+}
+
+fn expired() -> Event {
+    Event::default().event("stream.expired").data("{}")
 }
 
 /// Live updates of the caller's calls as Server-Sent Events.
 #[utoipa::path(
     get, path = "/api/calls/stream", tag = "live",
     responses(
-        (status = 200, description = "text/event-stream of `stream.ready`, `call.updated` (a call), `transcript.updated`, `stream.lagged`", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream of `stream.ready`, `call.updated` (a call), `transcript.updated`, `stream.lagged`, and `stream.expired` (then the stream ends) when the token expires", content_type = "text/event-stream"),
         (status = 401, description = "No valid token", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -111,6 +122,10 @@ pub async fn stream(
     State(state): State<ApiState>,
     user: AuthUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let expiry: BoxFuture<'static, ()> = match user.expires_at {
+        Some(at) => state.clock().sleep_until(at),
+        None => Box::pin(std::future::pending()),
+    };
     let feed = Feed {
         // Admins see their tenant; users their own calls within it (filtered below).
         live: state
@@ -119,6 +134,8 @@ pub async fn stream(
         state: state.clone(),
         user,
         started: false,
+        expiry,
+        expired: false,
     };
     let s = futures::stream::unfold(feed, |mut f| async move {
         if !f.started {
@@ -126,11 +143,20 @@ pub async fn stream(
             return Some((Ok(Event::default().event("stream.ready").data("{}")), f));
         }
         loop {
-            if f.state.is_stopping() {
+            if f.expired || f.state.is_stopping() {
                 return None;
+            }
+            let now = f.state.clock().now();
+            if f.user.expires_at.is_some_and(|at| at <= now) {
+                f.expired = true;
+                return Some((Ok(expired()), f));
             }
             let next = tokio::select! {
                 _ = f.state.stopping() => return None,
+                _ = &mut f.expiry => {
+                    f.expired = true;
+                    return Some((Ok(expired()), f));
+                }
                 r = f.live.recv() => r,
             };
             match next {

@@ -1,20 +1,31 @@
 //! Provider webhooks, without knowing any provider: a [`WebhookVerifier`]
 //! registered by provider name (see [`crate::ApiRouter::webhook`]) serves its
-//! path. Every request is rate limited, then verified (401 on a bad signature,
-//! nothing stored), then parsed, and every event is handed to the core
+//! path. Every request is verified first (401 on a bad signature, nothing
+//! stored), then parsed, and every event is handed to the core
 //! [`EventIngestor`](callcat_core::EventIngestor).
+//!
+//! Floods are contained without ever refusing a genuine request: the body is
+//! read only up to a small per-provider limit (256 KiB by default), at most a
+//! fixed number of webhook requests run at once (503 beyond), and only requests
+//! that fail verification draw on a per-source failure budget (the client's IP
+//! from the connection, or from a trusted proxy's header): once a source has
+//! spent it, its unverified requests get 429. A correctly signed request is
+//! never limited by that budget, even from the same source.
 //!
 //! The helpers here ([`refused`], [`rejected`], [`ingest_all`]) are public so
 //! that provider-specific routes merged into the router (e.g. Twilio's TwiML
 //! flow) answer exactly as the generic ones do.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use callcat_core::chrono::{DateTime, Utc};
 use callcat_core::{Clock, ErrorKind, ProviderEvent, WebhookRequest, WebhookVerifier};
@@ -71,6 +82,133 @@ impl RateLimiter {
     }
 }
 
+/// One token bucket per source (a client IP): `rate` per second, bursts of
+/// `burst`, on the injected clock. At most `max_sources` are remembered; when
+/// that many are, the sources whose bucket has refilled are forgotten, and if
+/// none has, the new source shares one overflow bucket.
+pub struct SourceLimiter {
+    clock: Arc<dyn Clock>,
+    rate: f64,
+    burst: f64,
+    max_sources: usize,
+    buckets: Mutex<HashMap<String, (f64, DateTime<Utc>)>>,
+}
+
+/// The bucket shared by new sources while the table is full.
+const OVERFLOW_SOURCE: &str = "<overflow>";
+
+impl std::fmt::Debug for SourceLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceLimiter")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("max_sources", &self.max_sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SourceLimiter {
+    /// Buckets of `burst` tokens refilled at `per_second`, for at most
+    /// `max_sources` sources at once.
+    pub fn new(clock: Arc<dyn Clock>, per_second: u32, burst: u32, max_sources: usize) -> Self {
+        SourceLimiter {
+            clock,
+            rate: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            max_sources: max_sources.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token from `source`'s bucket, or says how long until one is free.
+    pub fn try_acquire(&self, source: &str) -> Result<(), Duration> {
+        let now = self.clock.now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = |(tokens, at): (f64, DateTime<Utc>)| {
+            let elapsed = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+            (tokens + elapsed * self.rate).min(self.burst)
+        };
+        let mut key = source;
+        if !map.contains_key(key) && map.len() >= self.max_sources {
+            map.retain(|_, b| refill(*b) < self.burst);
+            if map.len() >= self.max_sources {
+                key = OVERFLOW_SOURCE;
+            }
+        }
+        let b = map.entry(key.to_owned()).or_insert((self.burst, now));
+        let tokens = refill(*b);
+        if tokens >= 1.0 {
+            *b = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *b = (tokens, now);
+            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+        }
+    }
+}
+
+/// Where a webhook request comes from, for its failure budget: the last
+/// address in the trusted proxy's `header` when one is configured and present,
+/// else the connection's peer address ([`ConnectInfo`]), else `unknown`.
+pub fn request_source(req: &Request, header: Option<&HeaderName>) -> String {
+    if let Some(name) = header
+        && let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok())
+        && let Some(last) = v.rsplit(',').map(str::trim).find(|s| !s.is_empty())
+    {
+        return last.to_owned();
+    }
+    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => addr.ip().to_string(),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Middleware of every webhook route (registered paths and anything under
+/// `/webhooks/`): bounds how many run at once (503 beyond, with
+/// `Retry-After`), and charges requests that failed verification (401) to
+/// their source's failure budget, answering 429 once it is spent. Verified
+/// requests are never charged nor refused by it.
+pub(crate) async fn guard(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if !state.is_webhook_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = state.webhook_slots().clone().try_acquire_owned() else {
+        tracing::warn!("too many webhook requests at once; answering 503");
+        let mut r = ApiError::unavailable("too many webhook requests at once; retry shortly")
+            .into_response();
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
+    };
+    let source = request_source(&req, state.client_ip_header());
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::UNAUTHORIZED {
+        return resp;
+    }
+    match state.webhook_failures().try_acquire(&source) {
+        Ok(()) => resp,
+        Err(wait) => {
+            tracing::debug!(source, "webhook failure budget spent");
+            too_many(wait)
+        }
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many webhook requests failed verification from this source",
+    )
+    .into_response();
+    if let Ok(v) = (wait.as_secs() + 1).to_string().parse() {
+        e.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    e
+}
+
 /// Told the result of every webhook request, e.g. to count them.
 pub trait WebhookObserver: Send + Sync + 'static {
     /// One request of `provider` ended with `result`: `accepted`,
@@ -117,22 +255,15 @@ pub struct WebhookAck {
     pub results: Vec<String>,
 }
 
-/// Rate limit shared by every webhook route: the 429 to answer when this
-/// request is refused (reported to the observer), or `None` to go on.
-pub fn refused(state: &ApiState, provider: &str) -> Option<Response> {
-    state.webhook_limiter().try_acquire().err().map(|wait| {
-        state.observe_webhook(provider, "rate_limited");
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many webhook requests",
-        )
-        .into_response();
-        if let Ok(v) = (wait.as_secs() + 1).to_string().parse() {
-            e.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
-        }
-        e
-    })
+/// Whether to refuse this request before verifying it: the response to
+/// answer, or `None` to go on. Nothing is refused before verification any
+/// more — a flood of forged requests must not use up the budget of genuine
+/// ones — so this is always `None`: the failure budget is applied by the
+/// router's webhook middleware to requests that failed verification, and the
+/// concurrency bound before the body is read. Kept so that provider routes
+/// merged into the router keep compiling and can call it where they did.
+pub fn refused(_state: &ApiState, _provider: &str) -> Option<Response> {
+    None
 }
 
 /// The answer to a failed verification (401) or parse (per the error's kind),
@@ -162,10 +293,8 @@ pub async fn ingest_all(state: &ApiState, provider: &str, events: &[ProviderEven
             Err(e) => {
                 state.observe_webhook(provider, "error");
                 tracing::error!(provider, error = %e, "webhook event could not be stored");
-                return ApiError::from(callcat_core::Error::unavailable(
-                    "the event could not be stored; send it again",
-                ))
-                .into_response();
+                return ApiError::unavailable("the event could not be stored; send it again")
+                    .into_response();
             }
         }
     }
@@ -192,8 +321,9 @@ pub fn not_configured(provider: &str) -> Response {
         (status = 400, description = "Signed but unreadable", body = ErrorBody),
         (status = 401, description = "Bad or missing signature; nothing stored", body = ErrorBody),
         (status = 404, description = "The provider is not configured", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "Could not store; resend", body = ErrorBody),
+        (status = 413, description = "The body is over the provider's limit", body = ErrorBody),
+        (status = 429, description = "This source sent too many requests that failed verification", body = ErrorBody),
+        (status = 503, description = "Could not store, or too many webhook requests at once; resend", body = ErrorBody),
     )
 )]
 pub(crate) async fn provider_webhook(
@@ -204,9 +334,6 @@ pub(crate) async fn provider_webhook(
     body: Bytes,
 ) -> Response {
     let provider = route.provider.as_str();
-    if let Some(r) = refused(&state, provider) {
-        return r;
-    }
     let Some(verifier) = &route.verifier else {
         return not_configured(provider);
     };
@@ -273,5 +400,23 @@ mod tests {
             assert!(l.try_acquire().is_ok());
         }
         assert!(l.try_acquire().is_err());
+    }
+
+    #[test]
+    fn each_source_has_its_own_budget_and_the_table_is_bounded() {
+        let clock = ManualClock::at_fixed_start();
+        let l = SourceLimiter::new(Arc::new(clock.clone()), 1, 2, 2);
+        assert!(l.try_acquire("a").is_ok());
+        assert!(l.try_acquire("a").is_ok());
+        assert!(l.try_acquire("a").is_err());
+        assert!(l.try_acquire("b").is_ok(), "b is not charged for a");
+        // The table is full (a, b) and neither has refilled: c shares the overflow bucket.
+        assert!(l.try_acquire("c").is_ok());
+        assert!(l.try_acquire("d").is_ok());
+        assert!(l.try_acquire("e").is_err());
+        clock.advance(Duration::from_secs(10));
+        // Refilled sources are forgotten to make room.
+        assert!(l.try_acquire("f").is_ok());
+        assert!(l.try_acquire("a").is_ok());
     }
 }

@@ -102,6 +102,7 @@ impl CallTemplate {
 
     /// Checks every field against `limits`.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
+        self.reject_nul()?;
         if self.callee_name.trim().is_empty() {
             return Err(Error::validation(
                 "calleeName",
@@ -173,6 +174,58 @@ impl CallTemplate {
 fn earliest_allowed(now: DateTime<Utc>, limits: &Limits) -> DateTime<Utc> {
     now.checked_sub_signed(limits.past_tolerance)
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+impl CallTemplate {
+    /// A NUL character in any text (PostgreSQL cannot store one in `text`,
+    /// and no provider means one) is refused, naming the field.
+    fn reject_nul(&self) -> Result<()> {
+        for (field, v) in [
+            ("calleeName", Some(&self.callee_name)),
+            ("subject", Some(&self.subject)),
+            ("prompt", Some(&self.instructions)),
+            ("aiLanguage", self.language.as_ref()),
+            ("voiceId", self.voice.as_ref()),
+            ("agentId", self.agent_id.as_ref()),
+        ] {
+            if let Some(v) = v {
+                no_nul(field, v)?;
+            }
+        }
+        for (k, v) in &self.variables {
+            no_nul("variables", k)?;
+            no_nul("variables", v)?;
+        }
+        for (k, v) in &self.metadata {
+            no_nul("metadata", k)?;
+            json_no_nul("metadata", v)?;
+        }
+        Ok(())
+    }
+}
+
+fn nul_error(field: &str) -> Error {
+    Error::validation(field, format!("{field} must not contain a NUL character"))
+}
+
+/// Refuses a NUL character in `v`, naming `field`.
+fn no_nul(field: &str, v: &str) -> Result<()> {
+    if v.contains('\0') {
+        return Err(nul_error(field));
+    }
+    Ok(())
+}
+
+fn json_no_nul(field: &str, v: &serde_json::Value) -> Result<()> {
+    match v {
+        serde_json::Value::String(s) => no_nul(field, s),
+        serde_json::Value::Array(a) => a.iter().try_for_each(|x| json_no_nul(field, x)),
+        serde_json::Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            no_nul(field, k)?;
+            json_no_nul(field, x)
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn short_text(field: &str, v: &str, limits: &Limits) -> Result<()> {
@@ -254,6 +307,9 @@ impl NewCall {
                 "notAfter",
                 "notAfter must be after the scheduled time",
             ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            no_nul("idempotencyKey", key)?;
         }
         if let Some(key) = &self.idempotency_key
             && (key.is_empty() || key.len() > limits.max_idempotency_key_len)
@@ -482,5 +538,73 @@ mod tests {
         };
         let call = NewCall::new(template()).into_call(Owner::new("t", "u"), now(), &limits);
         assert!(call.is_ok());
+    }
+
+    fn field_of(r: Result<()>) -> Option<String> {
+        r.err().and_then(|e| e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn a_nul_character_in_any_text_is_refused_naming_the_field() {
+        let limits = Limits::default();
+        assert!(template().validate(&limits).is_ok());
+        type Edit = Box<dyn Fn(&mut CallTemplate)>;
+        let cases: Vec<(&str, Edit)> = vec![
+            ("calleeName", Box::new(|t| t.callee_name = "A\0da".into())),
+            ("subject", Box::new(|t| t.subject = "s\0".into())),
+            ("prompt", Box::new(|t| t.instructions = "\0".into())),
+            ("aiLanguage", Box::new(|t| t.language = Some("en\0".into()))),
+            ("voiceId", Box::new(|t| t.voice = Some("v\0".into()))),
+            ("agentId", Box::new(|t| t.agent_id = Some("\0a".into()))),
+            (
+                "variables",
+                Box::new(|t| {
+                    t.variables.insert("k".into(), "v\0".into());
+                }),
+            ),
+            (
+                "variables",
+                Box::new(|t| {
+                    t.variables.insert("k\0".into(), "v".into());
+                }),
+            ),
+            (
+                "metadata",
+                Box::new(|t| {
+                    t.metadata
+                        .insert("a".into(), serde_json::json!({"b": ["ok", "x\u{0}"]}));
+                }),
+            ),
+            (
+                "metadata",
+                Box::new(|t| {
+                    t.metadata.insert("k\0".into(), serde_json::json!(1));
+                }),
+            ),
+        ];
+        for (field, edit) in cases {
+            let mut t = template();
+            edit(&mut t);
+            assert_eq!(field_of(t.validate(&limits)).as_deref(), Some(field));
+        }
+        let owner = Owner::new("t", "u");
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("valid time");
+        let e = NewCall::new(template())
+            .idempotency_key("k\0")
+            .into_call(owner.clone(), now, &limits)
+            .unwrap_err();
+        assert_eq!(e.field(), Some("idempotencyKey"));
+        // An edit is validated the same way.
+        let call = NewCall::new(template())
+            .into_call(owner, now, &limits)
+            .expect("valid call");
+        let edit = CallEdit {
+            subject: Some("new\0".into()),
+            ..CallEdit::default()
+        };
+        assert_eq!(
+            edit.apply(&call, now, &limits).unwrap_err().field(),
+            Some("subject")
+        );
     }
 }

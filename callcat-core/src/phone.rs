@@ -10,7 +10,8 @@ use crate::error::Error;
 /// A phone number validated with libphonenumber's rules and kept in E.164 form
 /// (`+14155552671`).
 ///
-/// `Display` and `Debug` mask the middle digits (`+1415***2671`) so that a number
+/// `Display` and `Debug` keep only the country code and the last
+/// two digits (`+1***71`) so that a number
 /// never lands in a log by accident; [`PhoneNumber::as_str`] gives the full number.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PhoneNumber(String);
@@ -78,22 +79,30 @@ impl PhoneNumber {
         &self.0
     }
 
-    /// The number with its middle digits hidden, for logs: `+1415***2671`.
+    /// The number for logs: the country code and the last two digits, `+1***71`.
     pub fn masked(&self) -> String {
         mask_phone(&self.0)
     }
 }
 
-/// Masks any phone-like string for logs: keeps the first 5 and last 4 characters
-/// of long numbers and hides the rest; short strings are hidden entirely.
+/// Masks any phone-like string for logs: an E.164 number keeps its country
+/// code and its last two digits (`+1***71`); anything else keeps at most its
+/// last two characters (and only when it is long enough to hide the rest).
 pub fn mask_phone(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
-    if chars.len() <= 9 {
+    if chars.len() <= 6 {
         return "***".to_owned();
     }
-    let head: String = chars[..5].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}***{tail}")
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    let country = s
+        .starts_with('+')
+        .then(|| phonenumber::parse(None, s).ok())
+        .flatten()
+        .map(|p| p.code().value().to_string());
+    match country {
+        Some(cc) => format!("+{cc}***{tail}"),
+        None => format!("***{tail}"),
+    }
 }
 
 impl fmt::Display for PhoneNumber {
@@ -174,8 +183,12 @@ mod tests {
     #[test]
     fn masks_in_display_and_debug() {
         let n = PhoneNumber::parse("+14155552671").expect("valid");
-        assert_eq!(n.to_string(), "+1415***2671");
-        assert_eq!(format!("{n:?}"), "PhoneNumber(+1415***2671)");
+        assert_eq!(n.to_string(), "+1***71");
+        assert_eq!(format!("{n:?}"), "PhoneNumber(+1***71)");
+        let uk = PhoneNumber::parse("+447911123456").expect("valid");
+        assert_eq!(uk.to_string(), "+44***56");
+        assert_eq!(mask_phone("0791112345"), "***45");
+        assert_eq!(mask_phone("12345"), "***");
     }
 
     #[test]

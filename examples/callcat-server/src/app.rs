@@ -72,6 +72,10 @@ pub const DEFAULT_BODY_LIMIT: usize = callcat_axum::DEFAULT_BODY_LIMIT;
 /// Largest webhook body (providers send whole call objects with transcripts).
 pub const WEBHOOK_BODY_LIMIT: usize = callcat_axum::WEBHOOK_BODY_LIMIT;
 
+/// Webhook requests that fail verification, per second and burst, that one
+/// source may send before it gets 429 (verified requests are never limited).
+pub const WEBHOOK_FAILURE_BUDGET: (u32, u32) = (1, 20);
+
 /// Builds a [`Server`]; [`ServerBuilder::build`] validates and connects.
 pub struct ServerBuilder {
     config: Config,
@@ -104,7 +108,7 @@ impl ServerBuilder {
             simulator: SimulatorConfig::default(),
             stores: None,
             body_limit: DEFAULT_BODY_LIMIT,
-            webhook_rate: (50, 200),
+            webhook_rate: WEBHOOK_FAILURE_BUDGET,
             poller: PollerConfig::default(),
             sweeper: SweeperConfig::default(),
         }
@@ -134,7 +138,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Webhook requests admitted per second, and the burst (default 50/s, 200).
+    /// Webhook requests failing verification admitted per second from one
+    /// source, and the burst (default 1/s, 20); verified ones are never limited.
     pub fn webhook_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.webhook_rate = (per_second, burst);
         self
@@ -155,6 +160,7 @@ impl ServerBuilder {
     /// Validates, connects to the store and provider, and assembles the server.
     pub async fn build(self) -> Result<Server, StartError> {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        self.config.check()?;
         if self.body_limit < 1024 {
             return Err(callcat_core::Error::validation(
                 "bodyLimit",
@@ -227,11 +233,19 @@ impl ServerBuilder {
             Some(s) => (s.expose().as_bytes().to_vec(), false),
             None => (random_secret(), true),
         };
-        let jwt = JwtAuthenticator::new(&jwt_secret, clock.clone());
+        let mut jwt = JwtAuthenticator::new(&jwt_secret, clock.clone())
+            .max_lifetime(self.config.jwt.max_lifetime);
+        if let Some(iss) = &self.config.jwt.issuer {
+            jwt = jwt.issuer(iss.as_str());
+        }
+        if let Some(aud) = &self.config.jwt.audience {
+            jwt = jwt.audience(aud.as_str());
+        }
+        let dev_ttl = DEV_TOKEN_TTL.min(self.config.jwt.max_lifetime);
         let dev_tokens = if dev_mode {
             Some(DevTokens {
-                user: jwt.mint("demo", None, None, DEV_TOKEN_TTL)?,
-                admin: jwt.mint("admin", None, Some("admin"), DEV_TOKEN_TTL)?,
+                user: jwt.mint("demo", None, None, dev_ttl)?,
+                admin: jwt.mint("admin", None, Some("admin"), dev_ttl)?,
             })
         } else {
             None
@@ -258,16 +272,28 @@ impl ServerBuilder {
         let metrics_task = metrics.follow_bus(engine.bus());
         let (stop_tx, stop_rx) = watch::channel(false);
         let api = Api::new(engine.clone());
+        let limits = &self.config.http;
         let mut http = ApiRouter::new(api.clone(), Arc::new(jwt.clone()))
             .body_limit(self.body_limit)
             .webhook_rate_limit(self.webhook_rate.0, self.webhook_rate.1)
+            .webhook_body_limit(limits.webhook_body_limit)
+            .max_concurrent_webhooks(limits.max_concurrent_webhooks)
+            .request_timeout(limits.request_timeout)
+            .max_concurrent_requests(
+                limits.max_concurrent_requests,
+                limits.max_concurrent_requests,
+            )
             .public_base_url(&base_url)
             .webhook_observer(Arc::new(ops::WebhookCounter(metrics.clone())))
             .shutdown_signal(stop_rx)
             .merge(ops::metrics_routes(
                 metrics.clone(),
                 engine.tracker().clone(),
+                self.config.metrics_token.as_ref().map(|t| t.expose()),
             ));
+        if let Some(h) = &limits.trusted_proxy_header {
+            http = http.client_ip_header(h);
+        }
         // Every provider's webhook paths are routed; an unconfigured one answers 404.
         http = match retell {
             Some(v) => http.webhook("retell", Arc::new(v)),

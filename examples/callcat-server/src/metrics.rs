@@ -1,7 +1,11 @@
 //! Prometheus metrics through the `metrics` facade: dials, attempt outcomes,
 //! active calls, the lag from due time to dial, webhook results, HTTP responses.
 //! Dials and outcomes are observed on the [`UpdateBus`], so they count what this
-//! process's scheduler and ingestion did.
+//! process's scheduler and ingestion did. A dial is an attempt begun and not
+//! taken back: the scheduler begins an attempt before its last check (the
+//! per-owner cap) and undoes it when that check defers the call, so an
+//! attempt is counted once the call is seen past `Dispatching` with it, never
+//! for a claim or an attempt that was undone.
 //!
 //! The process has one Prometheus recorder, installed as the facade's global
 //! recorder the first time a [`Metrics`] is made (the facade takes one per
@@ -84,6 +88,7 @@ fn describe() {
 
 #[derive(Default)]
 struct Seen {
+    /// Attempts counted as dials.
     attempts: u32,
     /// When the next attempt is due (scheduled time or retry time).
     due_at: Option<DateTime<Utc>>,
@@ -169,9 +174,10 @@ impl Metrics {
         if matches!(c.status, CallStatus::Scheduled | CallStatus::RetryPending) {
             seen.due_at = c.next_action_at;
         }
-        if c.attempts > seen.attempts {
+        // While Dispatching, the attempt may still be undone (owner at cap).
+        if c.attempts > seen.attempts && c.status != CallStatus::Dispatching {
+            metrics::counter!(DIALS).increment(u64::from(c.attempts - seen.attempts));
             seen.attempts = c.attempts;
-            metrics::counter!(DIALS).increment(1);
             let due = seen.due_at.unwrap_or(c.scheduled_for);
             let dialed = c
                 .history
@@ -366,6 +372,59 @@ mod tests {
             after.families[DIALS].help,
             "Dial attempts sent by this process."
         );
+    }
+
+    // Claims, and attempts begun then undone (the per-owner cap deferred the
+    // call), are not dials; the dial that follows is counted once.
+    #[test]
+    fn claims_and_undone_attempts_are_not_dials() {
+        let _one_at_a_time = rendering();
+        let m = Metrics::default();
+        let before = scrape(&m, &BTreeMap::new());
+        let scheduled = call();
+        let mut c = scheduled.clone();
+        m.observe_call(&c);
+        // Claimed.
+        c.status = CallStatus::Dispatching;
+        m.observe_call(&c);
+        // Attempt 1 begun, then undone: deferred because the owner is at its cap.
+        c.attempts = 1;
+        c.current_attempt_mut().dialed_at = Some(c.scheduled_for);
+        m.observe_call(&c);
+        let mut deferred = scheduled.clone();
+        deferred.next_action_at = Some(c.scheduled_for + TimeDelta::seconds(30));
+        m.observe_call(&deferred);
+        let mid = scrape(&m, &BTreeMap::new());
+        assert_eq!(value(&mid, DIALS, &[]) - value(&before, DIALS, &[]), 0.0);
+        // Claimed again and dialed: one dial.
+        let mut c = deferred.clone();
+        c.status = CallStatus::Dispatching;
+        m.observe_call(&c);
+        c.attempts = 1;
+        c.current_attempt_mut().dialed_at = Some(c.scheduled_for + TimeDelta::seconds(30));
+        m.observe_call(&c);
+        c.status = CallStatus::Ringing;
+        m.observe_call(&c);
+        c.status = CallStatus::Completed;
+        c.outcome = Some(CallOutcome::Answered);
+        m.observe_call(&c);
+        // Another call begun, undone, then canceled: never dialed.
+        let mut other = call();
+        other.status = CallStatus::Dispatching;
+        other.attempts = 1;
+        m.observe_call(&other);
+        let mut other = call_with_id(other.id);
+        m.observe_call(&other);
+        other.status = CallStatus::Canceled;
+        m.observe_call(&other);
+        let after = scrape(&m, &BTreeMap::new());
+        assert_eq!(value(&after, DIALS, &[]) - value(&before, DIALS, &[]), 1.0);
+    }
+
+    fn call_with_id(id: CallId) -> Call {
+        let mut c = call();
+        c.id = id;
+        c
     }
 
     #[test]

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use callcat_axum::{ApiState, WebhookObserver};
+use callcat_axum::{ApiError, ApiState, WebhookObserver};
 use callcat_core::LiveTracker;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 pub struct MetricsState {
     metrics: Metrics,
     tracker: Arc<LiveTracker>,
+    /// The bearer token a scrape must present, if any.
+    token: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for MetricsState {
@@ -38,12 +40,38 @@ pub fn active_by_tenant(tracker: &LiveTracker) -> BTreeMap<String, usize> {
         .collect()
 }
 
-/// Prometheus metrics (text exposition format).
+/// Whether `a` and `b` are equal, in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Prometheus metrics (text exposition format). When the server is given
+/// `CALLCAT_METRICS_TOKEN`, a scrape must send `Authorization: Bearer <token>`.
+/// Tenant names appear only with `CALLCAT_METRICS_TENANT_LABELS=1`.
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "A metrics token is configured and was not sent", body = callcat_axum::error::ErrorBody),
+    )
 )]
-pub async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<MetricsState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !same_secret(sent, token.as_bytes()) {
+            let mut r =
+                ApiError::unauthorized("/metrics needs Authorization: Bearer <metrics token>")
+                    .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
     let active = active_by_tenant(&state.tracker);
     (
         StatusCode::OK,
@@ -53,15 +81,22 @@ pub async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
         )],
         state.metrics.render(&active),
     )
+        .into_response()
 }
 
-/// `GET /metrics`, to merge into the API router (and its OpenAPI document).
-pub fn metrics_routes(counters: Metrics, tracker: Arc<LiveTracker>) -> OpenApiRouter<ApiState> {
+/// `GET /metrics`, to merge into the API router (and its OpenAPI document);
+/// with `token`, a scrape must present it as a bearer token.
+pub fn metrics_routes(
+    counters: Metrics,
+    tracker: Arc<LiveTracker>,
+    token: Option<&str>,
+) -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(metrics))
         .with_state(MetricsState {
             metrics: counters,
             tracker,
+            token: token.map(Arc::from),
         })
 }
 

@@ -3,15 +3,30 @@
 //! stale-call sweeper next to HTTP, and on shutdown stops accepting requests,
 //! ends event streams, gives the dials in flight up to the drain time to finish
 //! and stops every background task.
+//!
+//! HTTP is served by the server's own HTTP/1 accept loop over hyper rather than
+//! `axum::serve`, which can neither set a header-read timeout (its hyper
+//! builder has no timer) nor bound its graceful shutdown: here a client that
+//! is slow to send its headers is disconnected after
+//! `CALLCAT_HEADER_READ_TIMEOUT_SECONDS`, each request carries its peer
+//! address (`ConnectInfo`, the source of webhook budgets), and on shutdown the
+//! connections still open after the drain time (`CALLCAT_DRAIN_SECONDS`) are
+//! cut.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use callcat_core::{Engine, Simulator};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
 
 use crate::app::{AppState, ServerBuilder, StartError};
 use crate::config::{Config, StoreConfig, TelephonyConfig};
@@ -148,9 +163,15 @@ impl Server {
             telephony_name(&self.config.telephony),
         );
         if let Some(DevTokens { user: token, admin }) = &self.dev_tokens {
+            let ttl = crate::app::DEV_TOKEN_TTL.min(self.config.jwt.max_lifetime);
+            let valid = match ttl.as_secs() {
+                n if n % 86_400 == 0 => format!("{} days", n / 86_400),
+                n if n % 3_600 == 0 => format!("{} hours", n / 3_600),
+                n => format!("{n} seconds"),
+            };
             s.push_str(&format!(
                 "\nDevelopment mode: no CALLCAT_JWT_SECRET, so a secret was generated for this run.\n\
-                 A token for the user `demo` (valid 30 days):\n\n  export TOKEN={token}\n\n\
+                 A token for the user `demo` (valid {valid}):\n\n  export TOKEN={token}\n\n\
                  One for `admin`, an administrator of the same tenant (do-not-call list):\n\n  \
                  export ADMIN={admin}\n\n\
                  Try:\n\n  curl -s -X POST {base}/api/calls -H \"Authorization: Bearer $TOKEN\" \\\n    \
@@ -179,7 +200,6 @@ impl Server {
             config,
             ..
         } = self;
-        let _ = &config;
         let stop_rx = stop_tx.subscribe();
         let metrics_task = tokio::spawn(bg.metrics_task);
         // On shutdown the engine stops claiming and gives the dials in flight up
@@ -190,13 +210,17 @@ impl Server {
 
         let tx = stop_tx.clone();
         let pg_listener = bg.pg_listener;
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                let _ = tx.send(true);
-            })
-            .await;
+        let settings = HttpSettings {
+            header_read_timeout: config.http.header_read_timeout,
+            drain: config.dispatch.drain,
+        };
+        let result = serve_http(listener, router, settings, async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            // Ends event streams, and the engine starts draining its dials.
+            let _ = tx.send(true);
+        })
+        .await;
         let _ = stop_tx.send(true);
         match engine_task.await {
             Ok(Ok(())) => {}
@@ -221,6 +245,95 @@ impl Server {
             task,
         })
     }
+}
+
+/// How [`serve_http`] treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// How long a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long open connections may finish after shutdown begins; then they
+    /// are cut.
+    pub drain: Duration,
+}
+
+/// Serves `router` over HTTP/1 on `listener` until `shutdown` resolves, with a
+/// header-read timeout and each request's peer address as
+/// [`ConnectInfo<SocketAddr>`]; then stops accepting, asks every connection
+/// to finish its request in progress and close, and cuts those still open
+/// after the drain time. Returns once every connection is gone.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    settings: HttpSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Per-connection failures (reset before accept, too many open
+                // files) must not stop the server; back off briefly.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
+        let mut closing = closing_rx.clone();
+        let header_read_timeout = settings.header_read_timeout;
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = async {
+                    let _ = closing.wait_for(|c| *c).await;
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(settings.drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "cutting the connections still open after the drain time"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
 }
 
 /// A server serving in a background task.

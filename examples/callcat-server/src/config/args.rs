@@ -33,6 +33,83 @@ pub(crate) struct Args {
     /// 1 to label the active-calls gauge with tenant names (default 0: totals only)
     #[arg(long, env = "CALLCAT_METRICS_TENANT_LABELS", value_name = "0|1")]
     pub metrics_tenant_labels: Option<String>,
+    /// Bearer token /metrics requires, at least 16 bytes (unset: /metrics is open)
+    #[arg(long, env = "CALLCAT_METRICS_TOKEN", value_name = "TOKEN")]
+    pub metrics_token: Option<String>,
+
+    /// Issuer (`iss`) every token must carry [default: not checked]
+    #[arg(
+        long,
+        env = "CALLCAT_JWT_ISSUER",
+        value_name = "ISS",
+        help_heading = "Authentication"
+    )]
+    pub jwt_issuer: Option<String>,
+    /// Audience (`aud`) every token must name [default: not checked]
+    #[arg(
+        long,
+        env = "CALLCAT_JWT_AUDIENCE",
+        value_name = "AUD",
+        help_heading = "Authentication"
+    )]
+    pub jwt_audience: Option<String>,
+    /// Longest token lifetime accepted (exp ahead of now or iat), 60..=31536000 [default: 2592000, 30 days]
+    #[arg(
+        long,
+        env = "CALLCAT_JWT_MAX_LIFETIME_SECONDS",
+        value_name = "SECONDS",
+        help_heading = "Authentication"
+    )]
+    pub jwt_max_lifetime_seconds: Option<String>,
+
+    /// Seconds until a request's response must start (else 408), 1..=3600 [default: 30]
+    #[arg(
+        long,
+        env = "CALLCAT_REQUEST_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        help_heading = "HTTP limits"
+    )]
+    pub request_timeout_seconds: Option<String>,
+    /// Requests handled at once (as many more wait; beyond, 503), 1..=100000 [default: 256]
+    #[arg(
+        long,
+        env = "CALLCAT_MAX_CONCURRENT_REQUESTS",
+        value_name = "N",
+        help_heading = "HTTP limits"
+    )]
+    pub max_concurrent_requests: Option<String>,
+    /// Seconds a client has to send a request's headers (else the connection closes), 1..=300 [default: 10]
+    #[arg(
+        long,
+        env = "CALLCAT_HEADER_READ_TIMEOUT_SECONDS",
+        value_name = "SECONDS",
+        help_heading = "HTTP limits"
+    )]
+    pub header_read_timeout_seconds: Option<String>,
+    /// Largest webhook body in bytes, 1024..=16777216 [default: 262144]
+    #[arg(
+        long,
+        env = "CALLCAT_WEBHOOK_BODY_LIMIT_BYTES",
+        value_name = "BYTES",
+        help_heading = "HTTP limits"
+    )]
+    pub webhook_body_limit_bytes: Option<String>,
+    /// Webhook requests handled at once (beyond, 503), 1..=10000 [default: 64]
+    #[arg(
+        long,
+        env = "CALLCAT_MAX_CONCURRENT_WEBHOOKS",
+        value_name = "N",
+        help_heading = "HTTP limits"
+    )]
+    pub max_concurrent_webhooks: Option<String>,
+    /// Header in which a trusted reverse proxy names the client (e.g. x-forwarded-for; last entry) [default: the peer address]
+    #[arg(
+        long,
+        env = "CALLCAT_TRUSTED_PROXY_HEADER",
+        value_name = "HEADER",
+        help_heading = "HTTP limits"
+    )]
+    pub trusted_proxy_header: Option<String>,
 
     /// Most calls being dialed or on the line at once, 1..=10000 [default: 20]
     #[arg(

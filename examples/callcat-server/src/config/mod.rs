@@ -235,6 +235,74 @@ pub struct Config {
     /// Label the active-calls gauge with tenant names (tenants can be many and
     /// their names are the customer's; off by default).
     pub metrics_tenant_labels: bool,
+    /// The bearer token `/metrics` requires (`None`: open).
+    pub metrics_token: Option<Secret>,
+    /// What a token must say besides its signature.
+    pub jwt: JwtConfig,
+    /// Limits of the HTTP server.
+    pub http: HttpConfig,
+}
+
+/// Token checks beyond the signature (`CALLCAT_JWT_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Required `iss` (`CALLCAT_JWT_ISSUER`).
+    pub issuer: Option<String>,
+    /// Required `aud` (`CALLCAT_JWT_AUDIENCE`).
+    pub audience: Option<String>,
+    /// Longest lifetime accepted (`CALLCAT_JWT_MAX_LIFETIME_SECONDS`,
+    /// [`JwtConfig::MAX_LIFETIME_RANGE`] seconds).
+    pub max_lifetime: Duration,
+}
+
+impl JwtConfig {
+    /// Accepted values of `max_lifetime`, in seconds (a minute to a year).
+    pub const MAX_LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 60..=365 * 24 * 3600;
+}
+
+impl Default for JwtConfig {
+    /// No issuer or audience required; 30 days at most.
+    fn default() -> Self {
+        JwtConfig {
+            issuer: None,
+            audience: None,
+            max_lifetime: callcat_axum::DEFAULT_MAX_TOKEN_LIFETIME,
+        }
+    }
+}
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Until a response must start (`CALLCAT_REQUEST_TIMEOUT_SECONDS`, 1..=3600 s).
+    pub request_timeout: Duration,
+    /// Requests handled at once; as many more may wait
+    /// (`CALLCAT_MAX_CONCURRENT_REQUESTS`, 1..=100000).
+    pub max_concurrent_requests: usize,
+    /// Until a client must have sent a request's headers
+    /// (`CALLCAT_HEADER_READ_TIMEOUT_SECONDS`, 1..=300 s).
+    pub header_read_timeout: Duration,
+    /// Largest webhook body (`CALLCAT_WEBHOOK_BODY_LIMIT_BYTES`, 1024..=16 MiB).
+    pub webhook_body_limit: usize,
+    /// Webhook requests handled at once (`CALLCAT_MAX_CONCURRENT_WEBHOOKS`, 1..=10000).
+    pub max_concurrent_webhooks: usize,
+    /// The header a trusted proxy names the client in (`CALLCAT_TRUSTED_PROXY_HEADER`).
+    pub trusted_proxy_header: Option<String>,
+}
+
+impl Default for HttpConfig {
+    /// 30 s per request, 256 at once, 10 s for headers, 256 KiB webhook bodies,
+    /// 64 webhooks at once, the peer address as the source.
+    fn default() -> Self {
+        HttpConfig {
+            request_timeout: callcat_axum::DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent_requests: callcat_axum::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            header_read_timeout: Duration::from_secs(10),
+            webhook_body_limit: callcat_axum::WEBHOOK_BODY_LIMIT,
+            max_concurrent_webhooks: callcat_axum::DEFAULT_MAX_CONCURRENT_WEBHOOKS,
+            trusted_proxy_header: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -250,6 +318,9 @@ impl Default for Config {
             master_key: None,
             dispatch: DispatchConfig::default(),
             metrics_tenant_labels: false,
+            metrics_token: None,
+            jwt: JwtConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -451,8 +522,105 @@ impl Config {
             "CALLCAT_METRICS_TENANT_LABELS",
             get(&a.metrics_tenant_labels),
         )?;
+        if let Some(t) = get(&a.metrics_token) {
+            if t.len() < 16 {
+                return Err(invalid(
+                    "CALLCAT_METRICS_TOKEN",
+                    format!("{} bytes; at least 16 are needed", t.len()),
+                ));
+            }
+            c.metrics_token = Some(Secret::new(t));
+        }
         c.dispatch = Self::dispatch(a, &get)?;
+        c.jwt = JwtConfig {
+            issuer: get(&a.jwt_issuer),
+            audience: get(&a.jwt_audience),
+            max_lifetime: match get(&a.jwt_max_lifetime_seconds) {
+                Some(v) => Duration::from_secs(bounded(
+                    "CALLCAT_JWT_MAX_LIFETIME_SECONDS",
+                    &v,
+                    *JwtConfig::MAX_LIFETIME_RANGE.start(),
+                    *JwtConfig::MAX_LIFETIME_RANGE.end(),
+                )?),
+                None => JwtConfig::default().max_lifetime,
+            },
+        };
+        c.http = Self::http(a, &get)?;
+        c.check()?;
         Ok(c)
+    }
+
+    fn http(
+        a: &Args,
+        get: &dyn Fn(&Option<String>) -> Option<String>,
+    ) -> Result<HttpConfig, ConfigError> {
+        let d = HttpConfig::default();
+        let num = |v: &Option<String>, setting: &'static str, min: u64, max: u64, default: u64| {
+            get(v).map_or(Ok(default), |v| bounded(setting, &v, min, max))
+        };
+        let header = get(&a.trusted_proxy_header).map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &header
+            && http::HeaderName::try_from(h.as_str()).is_err()
+        {
+            return Err(invalid(
+                "CALLCAT_TRUSTED_PROXY_HEADER",
+                format!("{h:?} is not a header name"),
+            ));
+        }
+        Ok(HttpConfig {
+            request_timeout: Duration::from_secs(num(
+                &a.request_timeout_seconds,
+                "CALLCAT_REQUEST_TIMEOUT_SECONDS",
+                1,
+                3600,
+                d.request_timeout.as_secs(),
+            )?),
+            max_concurrent_requests: num(
+                &a.max_concurrent_requests,
+                "CALLCAT_MAX_CONCURRENT_REQUESTS",
+                1,
+                100_000,
+                d.max_concurrent_requests as u64,
+            )? as usize,
+            header_read_timeout: Duration::from_secs(num(
+                &a.header_read_timeout_seconds,
+                "CALLCAT_HEADER_READ_TIMEOUT_SECONDS",
+                1,
+                300,
+                d.header_read_timeout.as_secs(),
+            )?),
+            webhook_body_limit: num(
+                &a.webhook_body_limit_bytes,
+                "CALLCAT_WEBHOOK_BODY_LIMIT_BYTES",
+                1024,
+                callcat_axum::MAX_BODY_LIMIT as u64,
+                d.webhook_body_limit as u64,
+            )? as usize,
+            max_concurrent_webhooks: num(
+                &a.max_concurrent_webhooks,
+                "CALLCAT_MAX_CONCURRENT_WEBHOOKS",
+                1,
+                10_000,
+                d.max_concurrent_webhooks as u64,
+            )? as usize,
+            trusted_proxy_header: header,
+        })
+    }
+
+    /// Checks what no single setting can: without a JWT secret (development
+    /// mode, a generated secret and a printed demo token) the server only
+    /// listens on a loopback address.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Missing {
+                setting: "CALLCAT_JWT_SECRET",
+                when: Some(
+                    "CALLCAT_LISTEN is not a loopback address (without it the server runs in \
+                     development mode, which only listens on 127.0.0.1 or ::1)",
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn dispatch(

@@ -97,6 +97,34 @@ fn every_setting_has_its_flag_and_its_variable() {
         ("--jwt-secret", "CALLCAT_JWT_SECRET"),
         ("--master-key", "CALLCAT_MASTER_KEY"),
         ("--metrics-tenant-labels", "CALLCAT_METRICS_TENANT_LABELS"),
+        ("--metrics-token", "CALLCAT_METRICS_TOKEN"),
+        ("--jwt-issuer", "CALLCAT_JWT_ISSUER"),
+        ("--jwt-audience", "CALLCAT_JWT_AUDIENCE"),
+        (
+            "--jwt-max-lifetime-seconds",
+            "CALLCAT_JWT_MAX_LIFETIME_SECONDS",
+        ),
+        (
+            "--request-timeout-seconds",
+            "CALLCAT_REQUEST_TIMEOUT_SECONDS",
+        ),
+        (
+            "--max-concurrent-requests",
+            "CALLCAT_MAX_CONCURRENT_REQUESTS",
+        ),
+        (
+            "--header-read-timeout-seconds",
+            "CALLCAT_HEADER_READ_TIMEOUT_SECONDS",
+        ),
+        (
+            "--webhook-body-limit-bytes",
+            "CALLCAT_WEBHOOK_BODY_LIMIT_BYTES",
+        ),
+        (
+            "--max-concurrent-webhooks",
+            "CALLCAT_MAX_CONCURRENT_WEBHOOKS",
+        ),
+        ("--trusted-proxy-header", "CALLCAT_TRUSTED_PROXY_HEADER"),
         ("--global-cap", "CALLCAT_GLOBAL_CAP"),
         ("--owner-cap", "CALLCAT_OWNER_CAP"),
         ("--max-attempts", "CALLCAT_MAX_ATTEMPTS"),
@@ -269,6 +297,108 @@ fn dispatch_limits_default_parse_and_are_bounded() {
             .unwrap()
             .metrics_tenant_labels
     );
+}
+
+const SECRET: &str = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+
+#[test]
+fn http_and_token_settings_default_parse_and_are_bounded() {
+    let c = cfg(&[], &[]).unwrap();
+    assert_eq!(c.http, HttpConfig::default());
+    assert_eq!(c.http.request_timeout, Duration::from_secs(30));
+    assert_eq!(c.http.max_concurrent_requests, 256);
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.http.webhook_body_limit, 256 * 1024);
+    assert_eq!(c.http.max_concurrent_webhooks, 64);
+    assert_eq!(c.jwt.max_lifetime, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(c.metrics_token, None);
+    let c = cfg(
+        &[
+            ("CALLCAT_REQUEST_TIMEOUT_SECONDS", "5"),
+            ("CALLCAT_MAX_CONCURRENT_REQUESTS", "10"),
+            ("CALLCAT_HEADER_READ_TIMEOUT_SECONDS", "3"),
+            ("CALLCAT_WEBHOOK_BODY_LIMIT_BYTES", "2048"),
+            ("CALLCAT_MAX_CONCURRENT_WEBHOOKS", "4"),
+            ("CALLCAT_TRUSTED_PROXY_HEADER", "X-Forwarded-For"),
+            ("CALLCAT_JWT_ISSUER", "https://idp.example.com"),
+            ("CALLCAT_JWT_AUDIENCE", "callcat"),
+            ("CALLCAT_JWT_MAX_LIFETIME_SECONDS", "3600"),
+            ("CALLCAT_METRICS_TOKEN", "scrape-token-0123456789"),
+        ],
+        &["--request-timeout-seconds", "7"],
+    )
+    .unwrap();
+    assert_eq!(
+        c.http.request_timeout,
+        Duration::from_secs(7),
+        "the flag wins"
+    );
+    assert_eq!(c.http.max_concurrent_requests, 10);
+    assert_eq!(c.http.header_read_timeout, Duration::from_secs(3));
+    assert_eq!(c.http.webhook_body_limit, 2048);
+    assert_eq!(c.http.max_concurrent_webhooks, 4);
+    assert_eq!(
+        c.http.trusted_proxy_header.as_deref(),
+        Some("x-forwarded-for")
+    );
+    assert_eq!(c.jwt.issuer.as_deref(), Some("https://idp.example.com"));
+    assert_eq!(c.jwt.audience.as_deref(), Some("callcat"));
+    assert_eq!(c.jwt.max_lifetime, Duration::from_secs(3600));
+    assert!(
+        !format!("{c:?}").contains("scrape-token"),
+        "the token is a secret"
+    );
+    let edges: &[(&str, &str, bool)] = &[
+        ("CALLCAT_REQUEST_TIMEOUT_SECONDS", "0", false),
+        ("CALLCAT_REQUEST_TIMEOUT_SECONDS", "3600", true),
+        ("CALLCAT_REQUEST_TIMEOUT_SECONDS", "3601", false),
+        ("CALLCAT_MAX_CONCURRENT_REQUESTS", "0", false),
+        ("CALLCAT_MAX_CONCURRENT_REQUESTS", "100000", true),
+        ("CALLCAT_MAX_CONCURRENT_REQUESTS", "100001", false),
+        ("CALLCAT_HEADER_READ_TIMEOUT_SECONDS", "0", false),
+        ("CALLCAT_HEADER_READ_TIMEOUT_SECONDS", "301", false),
+        ("CALLCAT_WEBHOOK_BODY_LIMIT_BYTES", "1023", false),
+        ("CALLCAT_WEBHOOK_BODY_LIMIT_BYTES", "16777216", true),
+        ("CALLCAT_WEBHOOK_BODY_LIMIT_BYTES", "16777217", false),
+        ("CALLCAT_MAX_CONCURRENT_WEBHOOKS", "0", false),
+        ("CALLCAT_MAX_CONCURRENT_WEBHOOKS", "10001", false),
+        ("CALLCAT_TRUSTED_PROXY_HEADER", "not a header", false),
+        ("CALLCAT_JWT_MAX_LIFETIME_SECONDS", "59", false),
+        ("CALLCAT_JWT_MAX_LIFETIME_SECONDS", "31536000", true),
+        ("CALLCAT_JWT_MAX_LIFETIME_SECONDS", "31536001", false),
+        ("CALLCAT_METRICS_TOKEN", "short", false),
+    ];
+    for (var, value, ok) in edges {
+        match cfg(&[(var, value)], &[]) {
+            Ok(_) if *ok => {}
+            Err(e) if !ok => assert_eq!(e.setting(), Some(*var), "{var}={value}: {e}"),
+            other => panic!("{var}={value}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn without_a_jwt_secret_only_loopback_addresses_are_served() {
+    for addr in ["0.0.0.0:8080", "192.0.2.10:8080", "[::]:8080"] {
+        let e = cfg(&[("CALLCAT_LISTEN", addr)], &[]).unwrap_err();
+        assert_eq!(e.setting(), Some("CALLCAT_JWT_SECRET"), "{addr}: {e}");
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(
+            cfg(
+                &[("CALLCAT_LISTEN", addr), ("CALLCAT_JWT_SECRET", SECRET)],
+                &[]
+            )
+            .is_ok()
+        );
+    }
+    assert!(cfg(&[("CALLCAT_LISTEN", "[::1]:8080")], &[]).is_ok());
+    assert!(cfg(&[("CALLCAT_LISTEN", "127.0.0.1:8080")], &[]).is_ok());
+    // A Config built in code is checked too.
+    let c = Config {
+        listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        ..Config::default()
+    };
+    assert_eq!(c.check().unwrap_err().setting(), Some("CALLCAT_JWT_SECRET"));
 }
 
 #[test]
