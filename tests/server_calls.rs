@@ -296,6 +296,11 @@ async fn validation_auth_and_conflicts_answer_in_the_error_shape() {
         .await
         .expect("send");
     assert_eq!(resp.status(), 413);
+    // The unread body would be taken for the next request: the server closes.
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     let err: Value = resp.json().await.expect("json");
     assert_eq!(err["error"]["code"], "payload_too_large");
 

@@ -257,6 +257,25 @@ pub struct HttpSettings {
     pub drain: Duration,
 }
 
+/// Answers refused before their body was read (too large, timed out, over a
+/// limit) close the connection: the unread body would otherwise be taken for the
+/// next request, and a client reusing the connection would see it reset.
+fn close_when_body_unread(mut resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::StatusCode;
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
 /// Serves `router` over HTTP/1 on `listener` until `shutdown` resolves, with a
 /// header-read timeout and each request's peer address as
 /// [`ConnectInfo<SocketAddr>`]; then stops accepting, asks every connection
@@ -288,12 +307,15 @@ pub async fn serve_http(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        ));
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                })
+                .map_response(close_when_body_unread),
+        );
         let mut closing = closing_rx.clone();
         let header_read_timeout = settings.header_read_timeout;
         connections.spawn(async move {
