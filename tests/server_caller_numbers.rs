@@ -55,6 +55,33 @@ async fn a_tenant_may_give_only_its_own_caller_numbers() {
     let (st, c) = s.post("/api/calls", &ada, call(None)).await;
     assert_eq!(st, 201, "no caller number uses the provider's default: {c}");
 
+    // Edits: to an allowed number, yes; to another tenant's, no.
+    let path = format!("/api/calls/{}", c["callId"].as_str().expect("callId"));
+    let (st, edited) = s
+        .send(
+            Method::PUT,
+            &path,
+            Some(&ada),
+            Some(json!({"callerNumber": ACME})),
+        )
+        .await;
+    assert_eq!(st, 200, "{edited}");
+    assert_eq!(edited["callerNumber"], ACME);
+    let (st, err) = s
+        .send(
+            Method::PUT,
+            &path,
+            Some(&ada),
+            Some(json!({"callerNumber": BETA})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "callerNumber");
+    assert_eq!(
+        s.call(&ada, c["callId"].as_str().expect("id")).await["callerNumber"],
+        ACME
+    );
+
     for refused in [FOREIGN, BETA] {
         let (st, err) = s.post("/api/calls", &ada, call(Some(refused))).await;
         assert_eq!(st, 400, "{refused}: {err}");

@@ -130,6 +130,10 @@ impl CallService {
             .store
             .update_with(id, CAS_ATTEMPTS, |c| {
                 let next = edit.apply(c, now, &self.limits)?;
+                if edit.caller_number.is_some() {
+                    self.caller_numbers
+                        .check(owner, next.caller_number.as_ref())?;
+                }
                 self.check_with_provider(&next)?;
                 Ok(Some(next))
             })
