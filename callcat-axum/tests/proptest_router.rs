@@ -18,8 +18,9 @@ use callcat_axum::{Api, ApiRouter, JwtAuthenticator};
 use callcat_core::chrono::{DateTime, Utc};
 use callcat_core::memory::in_memory_stores;
 use callcat_core::{
-    CallId, Clock, Engine, Error, ErrorKind, ListQuery, ListView, ManualClock, Owner,
-    ProviderEvent, Simulator, SimulatorConfig, WebhookRequest, WebhookVerifier,
+    CallId, CallerNumbers, Clock, Engine, EngineSettings, Error, ErrorKind, ListQuery, ListView,
+    ManualClock, Owner, PhoneNumber, ProviderEvent, Simulator, SimulatorConfig, WebhookRequest,
+    WebhookVerifier,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -29,6 +30,8 @@ use tower::ServiceExt as _;
 const SECRET: &[u8] = b"proptest-secret-proptest-secret-proptest";
 /// Cases per run; `CALLCAT_PROPTEST_CASES` asks for more (a longer hunt).
 const CASES: u32 = 128;
+/// The one caller number tenant `acme` may give.
+const ACME_CALLER: &str = "+14155550100";
 
 /// Refuses every request: a webhook whose signature never matches.
 struct Rejects;
@@ -119,6 +122,11 @@ async fn world() -> World {
         .stores(in_memory_stores())
         .simulator(Simulator::new(clock.clone(), SimulatorConfig::default()))
         .clock(clock.clone())
+        .settings(EngineSettings {
+            caller_numbers: CallerNumbers::only([])
+                .allow("acme", [PhoneNumber::parse(ACME_CALLER).expect("number")]),
+            ..EngineSettings::default()
+        })
         .build()
         .await
         .expect("engine");
@@ -257,6 +265,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
         // Numbers, names and times the API knows, and anything else.
         prop_oneof![
             Just("+14155552671".to_owned()),
+            Just(ACME_CALLER.to_owned()),
             Just("2030-01-02T09:00:00Z".to_owned()),
             Just("recurring".to_owned()),
             Just("one_off".to_owned()),
