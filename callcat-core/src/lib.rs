@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod bus;
 pub mod call;
+pub mod caller_numbers;
 pub mod clock;
 pub mod crypto;
 pub mod cursor;
@@ -34,6 +35,7 @@ pub mod workflow;
 pub use apply::{Applied, apply_provider_event};
 pub use bus::{CallUpdate, UpdateBus};
 pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallStatus, Lease};
+pub use caller_numbers::CallerNumbers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{
     FieldCipher, MasterKey, SealedCall, open_call, open_segments, open_transcript, seal_call,

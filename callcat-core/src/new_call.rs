@@ -371,6 +371,8 @@ pub struct CallEdit {
     pub callee_name: Option<String>,
     /// New number.
     pub phone_number: Option<PhoneNumber>,
+    /// New caller number (the number shown).
+    pub caller_number: Option<PhoneNumber>,
     /// New subject.
     pub subject: Option<String>,
     /// New prompt.
@@ -403,7 +405,7 @@ impl CallEdit {
                 .phone_number
                 .clone()
                 .unwrap_or(next.phone_number.clone()),
-            caller_number: next.caller_number.clone(),
+            caller_number: self.caller_number.clone().or(next.caller_number.clone()),
             subject: self.subject.clone().unwrap_or(next.subject.clone()),
             instructions: self
                 .instructions
@@ -448,6 +450,7 @@ impl CallEdit {
         }
         next.callee_name = template.callee_name.trim().to_owned();
         next.phone_number = template.phone_number;
+        next.caller_number = template.caller_number;
         next.subject = template.subject;
         next.instructions = template.instructions;
         next.language = template.language;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::apply::enter;
 use crate::bus::UpdateBus;
 use crate::call::{Call, CallOutcome, CallStatus};
+use crate::caller_numbers::CallerNumbers;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{CallId, Owner};
@@ -27,12 +28,14 @@ pub struct CallService {
     wakeup: Wakeup,
     bus: Option<UpdateBus>,
     limits: Limits,
+    caller_numbers: CallerNumbers,
 }
 
 impl std::fmt::Debug for CallService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallService")
             .field("limits", &self.limits)
+            .field("caller_numbers", &self.caller_numbers)
             .finish_non_exhaustive()
     }
 }
@@ -47,6 +50,7 @@ impl CallService {
             wakeup,
             bus: None,
             limits: Limits::default(),
+            caller_numbers: CallerNumbers::any(),
         }
     }
 
@@ -68,6 +72,12 @@ impl CallService {
         self
     }
 
+    /// Which caller numbers each tenant may give (default: any).
+    pub fn with_caller_numbers(mut self, caller_numbers: CallerNumbers) -> Self {
+        self.caller_numbers = caller_numbers;
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn CallStore> {
         &self.store
@@ -83,6 +93,8 @@ impl CallService {
     /// idempotency key already used by this owner, returns the first call.
     pub async fn create(&self, owner: &Owner, new: NewCall) -> Result<Created> {
         let call = new.into_call(owner.clone(), self.clock.now(), &self.limits)?;
+        self.caller_numbers
+            .check(owner, call.caller_number.as_ref())?;
         self.check_with_provider(&call)?;
         let created = self.store.create(&call).await?;
         if let Created::New(c) = &created {
@@ -118,6 +130,10 @@ impl CallService {
             .store
             .update_with(id, CAS_ATTEMPTS, |c| {
                 let next = edit.apply(c, now, &self.limits)?;
+                if edit.caller_number.is_some() {
+                    self.caller_numbers
+                        .check(owner, next.caller_number.as_ref())?;
+                }
                 self.check_with_provider(&next)?;
                 Ok(Some(next))
             })

@@ -41,6 +41,8 @@ pub struct EditCallRequest {
     pub callee_name: Option<String>,
     /// New number.
     pub phone_number: Option<String>,
+    /// New caller number (E.164; one allowed for the tenant).
+    pub caller_number: Option<String>,
     /// New subject.
     pub subject: Option<String>,
     /// New prompt.
@@ -70,6 +72,10 @@ impl EditCallRequest {
             phone_number: self
                 .phone_number
                 .map(|n| phone("phoneNumber", &n))
+                .transpose()?,
+            caller_number: self
+                .caller_number
+                .map(|n| phone("callerNumber", &n))
                 .transpose()?,
             subject: self.subject,
             instructions: self.prompt,

@@ -41,6 +41,7 @@ pub use transcripts::{MAX_SEGMENT_TEXT, MAX_SEGMENTS, MAX_TRANSCRIPT_TEXT, Trans
 pub use windows::{MAX_WINDOWS_PER_OWNER, WindowEdit, WindowService};
 
 use crate::bus::UpdateBus;
+use crate::caller_numbers::CallerNumbers;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner};
@@ -80,6 +81,8 @@ pub struct EngineSettings {
     pub drain: Duration,
     /// How many live events each live subscriber may fall behind.
     pub live_capacity: usize,
+    /// Which caller numbers each tenant may give (default: any).
+    pub caller_numbers: CallerNumbers,
 }
 
 impl Default for EngineSettings {
@@ -95,6 +98,7 @@ impl Default for EngineSettings {
             sweeper: SweeperConfig::default(),
             drain: Duration::from_secs(10),
             live_capacity: 256,
+            caller_numbers: CallerNumbers::any(),
         }
     }
 }
@@ -218,7 +222,8 @@ impl EngineBuilder {
         let calls = CallService::new(stores.calls.clone(), clock.clone(), wakeup.clone())
             .with_provider(provider.clone())
             .with_bus(bus.clone())
-            .with_limits(settings.limits.clone());
+            .with_limits(settings.limits.clone())
+            .with_caller_numbers(settings.caller_numbers.clone());
         let do_not_call = DoNotCallService::new(stores.do_not_call.clone(), clock.clone());
         let mut scheduler = Scheduler::builder()
             .config(settings.scheduler.clone())
@@ -241,7 +246,8 @@ impl EngineBuilder {
             clock.clone(),
             planner.wakeup().clone(),
             settings.limits.clone(),
-        );
+        )
+        .with_caller_numbers(settings.caller_numbers.clone());
         let ingestor = Arc::new(
             EventIngestor::from_stores(&stores, bus.clone(), clock.clone())
                 .with_wakeup(wakeup.clone()),

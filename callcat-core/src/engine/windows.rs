@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::caller_numbers::CallerNumbers;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::ids::{Owner, WindowId};
@@ -31,6 +32,7 @@ pub struct WindowService {
     clock: Arc<dyn Clock>,
     planner: Wakeup,
     limits: Limits,
+    caller_numbers: CallerNumbers,
 }
 
 impl std::fmt::Debug for WindowService {
@@ -70,7 +72,14 @@ impl WindowService {
             clock,
             planner,
             limits,
+            caller_numbers: CallerNumbers::any(),
         }
+    }
+
+    /// Which caller numbers each tenant may give in a window's call (default: any).
+    pub fn with_caller_numbers(mut self, caller_numbers: CallerNumbers) -> Self {
+        self.caller_numbers = caller_numbers;
+        self
     }
 
     /// Validates and stores a new window of `owner`, and wakes the planner (which
@@ -82,6 +91,8 @@ impl WindowService {
         template: CallTemplate,
     ) -> Result<CallWindow> {
         validate(&schedule, &template, &self.limits)?;
+        self.caller_numbers
+            .check(owner, template.caller_number.as_ref())?;
         if self.store.list(owner).await?.len() >= MAX_WINDOWS_PER_OWNER {
             return Err(Error::validation(
                 "windows",
@@ -124,6 +135,8 @@ impl WindowService {
             w.template = t;
         }
         validate(&w.schedule, &w.template, &self.limits)?;
+        self.caller_numbers
+            .check(owner, w.template.caller_number.as_ref())?;
         self.store.update(&w).await?;
         self.planner.wake();
         Ok(w)

@@ -23,7 +23,9 @@ use callcat_retell::RetellProvider;
 use callcat_twilio::{TwilioProvider, TwilioRoutes};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig};
+use crate::config::{
+    CallerNumbersConfig, Config, ConfigError, DynamoConfig, StoreConfig, TelephonyConfig,
+};
 use crate::metrics::Metrics;
 use crate::ops;
 use crate::server::{Background, DevTokens, Server};
@@ -258,6 +260,14 @@ impl ServerBuilder {
         settings.drain = dispatch.drain;
         settings.poller = self.poller;
         settings.sweeper = self.sweeper;
+        settings.caller_numbers = CallerNumbersConfig::policy(
+            self.config.caller_numbers.as_ref(),
+            match &self.config.telephony {
+                TelephonyConfig::Simulator => None,
+                TelephonyConfig::Retell { from_number, .. }
+                | TelephonyConfig::Twilio { from_number, .. } => Some(from_number),
+            },
+        );
         let mut engine = Engine::builder()
             .stores(stores)
             .clock(clock)

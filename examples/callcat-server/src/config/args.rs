@@ -33,6 +33,14 @@ pub(crate) struct Args {
     /// 1 to label the active-calls gauge with tenant names (default 0: totals only)
     #[arg(long, env = "CALLCAT_METRICS_TENANT_LABELS", value_name = "0|1")]
     pub metrics_tenant_labels: Option<String>,
+    /// Caller numbers each tenant may give, e.g. acme=+14155550100|+14155550101;beta=+14155550200
+    /// (unset: only the provider's from-number; none with the simulator)
+    #[arg(
+        long,
+        env = "CALLCAT_CALLER_NUMBERS",
+        value_name = "TENANT=NUMBERS;..."
+    )]
+    pub caller_numbers: Option<String>,
     /// Bearer token /metrics requires, at least 16 bytes (unset: /metrics is open)
     #[arg(long, env = "CALLCAT_METRICS_TOKEN", value_name = "TOKEN")]
     pub metrics_token: Option<String>,

@@ -14,8 +14,12 @@ use callcat_core::PhoneNumber;
 use url::Url;
 
 mod args;
+mod caller_numbers;
 
 use args::Args;
+pub use caller_numbers::{
+    CallerNumbersConfig, MAX_NUMBERS_PER_TENANT, MAX_TENANT_LEN, MAX_TENANTS,
+};
 
 /// A setting that is missing or invalid, naming it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -241,6 +245,10 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// Limits of the HTTP server.
     pub http: HttpConfig,
+    /// The caller numbers each tenant may give (`CALLCAT_CALLER_NUMBERS`);
+    /// besides these, only the provider's own from-number (none with the
+    /// simulator) may be given as `callerNumber`.
+    pub caller_numbers: Option<CallerNumbersConfig>,
 }
 
 /// Token checks beyond the signature (`CALLCAT_JWT_*`).
@@ -321,6 +329,7 @@ impl Default for Config {
             metrics_token: None,
             jwt: JwtConfig::default(),
             http: HttpConfig::default(),
+            caller_numbers: None,
         }
     }
 }
@@ -546,6 +555,9 @@ impl Config {
             },
         };
         c.http = Self::http(a, &get)?;
+        c.caller_numbers = get(&a.caller_numbers)
+            .map(|v| CallerNumbersConfig::parse(&v))
+            .transpose()?;
         c.check()?;
         Ok(c)
     }

@@ -98,6 +98,7 @@ fn every_setting_has_its_flag_and_its_variable() {
         ("--master-key", "CALLCAT_MASTER_KEY"),
         ("--metrics-tenant-labels", "CALLCAT_METRICS_TENANT_LABELS"),
         ("--metrics-token", "CALLCAT_METRICS_TOKEN"),
+        ("--caller-numbers", "CALLCAT_CALLER_NUMBERS"),
         ("--jwt-issuer", "CALLCAT_JWT_ISSUER"),
         ("--jwt-audience", "CALLCAT_JWT_AUDIENCE"),
         (
@@ -438,4 +439,15 @@ fn debug_hides_secrets() {
     assert_eq!(ring.current_id(), Some(2));
     assert!(MasterKeys::parse(&format!("1:{key},1:{key}")).is_err());
     assert!(MasterKeys::parse("x:AAAA").is_err());
+}
+
+#[test]
+fn caller_numbers_parse_from_the_setting_and_the_flag() {
+    assert_eq!(cfg(&[], &[]).unwrap().caller_numbers, None);
+    let c = cfg(&[("CALLCAT_CALLER_NUMBERS", "acme=+14155550100")], &[]).unwrap();
+    assert_eq!(c.caller_numbers.map(|c| c.tenants.len()), Some(1));
+    let c = cfg(&[], &["--caller-numbers", "a=+14155550100;b=+14155550200"]).unwrap();
+    assert_eq!(c.caller_numbers.map(|c| c.tenants.len()), Some(2));
+    let e = cfg(&[("CALLCAT_CALLER_NUMBERS", "acme=+1415oops")], &[]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_CALLER_NUMBERS"));
 }
