@@ -52,6 +52,7 @@ struct CallSql {
     by_provider_id: String,
     claim: String,
     quarantine: String,
+    quarantined: String,
     next_due: String,
     active_to_number: String,
     count_active: String,
@@ -139,6 +140,11 @@ impl CallSql {
                          'updated_at', $4::jsonb, \
                          'last_error', $5::text) \
                  WHERE id = $1 AND lease_worker = $2 AND status = 'DISPATCHING'"
+            ),
+            // Operators only (a scan of failed rows): the quarantine's reason prefix.
+            quarantined: format!(
+                "SELECT id FROM {calls} WHERE status = 'FAILED' \
+                 AND record->>'last_error' LIKE '{QUARANTINE_PREFIX}%' ORDER BY id LIMIT 10000"
             ),
             next_due: format!(
                 "SELECT min(next_action_at) FROM {calls} \
@@ -310,6 +316,9 @@ fn open_or_skip(db: &Db, id: CallId, record: serde_json::Value) -> Option<Call> 
 /// The store name in logs and metrics.
 const STORE: &str = "postgres";
 
+/// How a quarantined row's `last_error` starts (see `CallSql::quarantine`).
+const QUARANTINE_PREFIX: &str = "quarantined:";
+
 /// Cuts the `limit + 1` fetched rows to a page with the next cursor. The cursor
 /// is the last row's, read or not, so paging moves past skipped rows.
 fn into_page(mut rows: Vec<(Option<Call>, DateTime<Utc>, CallId)>, limit: i64) -> Page<Call> {
@@ -352,7 +361,7 @@ impl PostgresCallStore {
         let now_json =
             serde_json::to_value(now).map_err(PgError::json("encoding the quarantine time"))?;
         let reason = format!(
-            "quarantined: the stored record cannot be opened ({:?})",
+            "{QUARANTINE_PREFIX} the stored record cannot be opened ({:?})",
             error.kind()
         );
         sqlx::query(AssertSqlSafe(self.sql.quarantine.as_str()))
@@ -717,6 +726,17 @@ impl CallStore for PostgresCallStore {
         // RETURNING has no order: restore "earliest due first".
         rows.sort_by_key(|(due, c)| (*due, c.id));
         Ok(rows.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn list_quarantined(&self) -> Result<Vec<CallId>> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(AssertSqlSafe(self.sql.quarantined.as_str()))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("listing quarantined calls"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id,)| CallId::from_uuid(id))
+            .collect())
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {

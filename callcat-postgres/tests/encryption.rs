@@ -345,6 +345,10 @@ async fn an_unreadable_row_is_quarantined_and_the_others_are_claimed() {
     );
     assert_eq!(raw_status(&db, &bad).await, ("FAILED".to_owned(), None));
     assert_eq!(
+        calls.list_quarantined().await.expect("quarantined"),
+        vec![bad.id]
+    );
+    assert_eq!(
         calls.count_active(&ActiveScope::All).await.expect("count"),
         1,
         "the quarantined row holds no lease and counts toward no cap"
