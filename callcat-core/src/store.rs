@@ -180,6 +180,12 @@ pub trait CallStore: Send + Sync + 'static {
     /// lease), earliest first. Each claimed call becomes `Dispatching` with
     /// `lease = (worker, lease_until)`, `next_action_at = lease_until`, version + 1,
     /// `updated_at = now`. Two concurrent claimers never get the same call.
+    ///
+    /// A due call whose stored record cannot be opened (a key missing from the
+    /// ring, a corrupt record) never fails the claim: the store quarantines it in
+    /// the same operation (it leaves the claimable and active sets for good, so it
+    /// is neither dialed nor counted toward any cap), reports it with
+    /// [`report_quarantined`], and returns the other calls.
     async fn claim_due(
         &self,
         now: DateTime<Utc>,
@@ -191,6 +197,13 @@ pub trait CallStore: Send + Sync + 'static {
     /// The earliest `next_action_at` among claimable calls (due or not), so a
     /// scheduler can sleep exactly until then.
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// Calls this store set aside because it could not open their record (see
+    /// [`CallStore::claim_due`] and [`report_quarantined`]), for operators. The
+    /// default knows none; a backend that can list them cheaply answers.
+    async fn list_quarantined(&self) -> Result<Vec<CallId>> {
+        Ok(Vec::new())
+    }
 
     /// How many calls in `scope` are active (Dispatching, Ringing, InProgress,
     /// Canceling): the scheduler's global cap. The default pages through
@@ -468,4 +481,31 @@ mod tests {
             1_200
         );
     }
+}
+
+/// Logs and counts a call a store quarantined because its record cannot be
+/// opened: `error` says why (a decryption or parse error; it never holds the
+/// plaintext of a sealed field). Counted in `callcat_store_quarantined_total`.
+pub fn report_quarantined(store: &'static str, id: &str, error: &crate::Error) {
+    tracing::error!(
+        store,
+        call_id = %id,
+        error = %error,
+        "call quarantined: its stored record cannot be opened, so it will not be dialed"
+    );
+    metrics::counter!("callcat_store_quarantined_total", "store" => store).increment(1);
+}
+
+/// Logs and counts a stored call a listing skipped because its record cannot be
+/// opened, so one bad row never fails a whole page (the page holds fewer items;
+/// its cursor still moves past the row). Counted in
+/// `callcat_store_unreadable_total`.
+pub fn report_unreadable(store: &'static str, id: &str, error: &crate::Error) {
+    tracing::warn!(
+        store,
+        call_id = %id,
+        error = %error,
+        "skipped a call whose stored record cannot be opened"
+    );
+    metrics::counter!("callcat_store_unreadable_total", "store" => store).increment(1);
 }

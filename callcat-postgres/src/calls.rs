@@ -51,6 +51,8 @@ struct CallSql {
     status_of: String,
     by_provider_id: String,
     claim: String,
+    quarantine: String,
+    quarantined: String,
     next_due: String,
     active_to_number: String,
     count_active: String,
@@ -114,7 +116,35 @@ impl CallSql {
                      FOR UPDATE SKIP LOCKED\
                  ) AS due \
                  WHERE c.id = due.id \
-                 RETURNING c.record, due.next_action_at"
+                 RETURNING c.id, c.record, due.next_action_at"
+            ),
+            // Sets aside a just-claimed row whose record cannot be opened, without
+            // opening it: Failed (out of the due and active indexes for good), the
+            // reason in the record's plain `last_error`. `$1` id, `$2` worker (only
+            // while this claim's lease holds), `$3` now, `$4` the JSON of now, `$5`
+            // the reason.
+            quarantine: format!(
+                "UPDATE {calls} SET \
+                     status = 'FAILED', \
+                     next_action_at = NULL, \
+                     lease_worker = NULL, \
+                     lease_until = NULL, \
+                     version = version + 1, \
+                     updated_at = $3, \
+                     finished_key = COALESCE(finished_at, ended_at, $3), \
+                     record = record || jsonb_build_object(\
+                         'status', 'FAILED', \
+                         'lease', NULL, \
+                         'next_action_at', NULL, \
+                         'version', version + 1, \
+                         'updated_at', $4::jsonb, \
+                         'last_error', $5::text) \
+                 WHERE id = $1 AND lease_worker = $2 AND status = 'DISPATCHING'"
+            ),
+            // Operators only (a scan of failed rows): the quarantine's reason prefix.
+            quarantined: format!(
+                "SELECT id FROM {calls} WHERE status = 'FAILED' \
+                 AND record->>'last_error' LIKE '{QUARANTINE_PREFIX}%' ORDER BY id LIMIT 10000"
             ),
             next_due: format!(
                 "SELECT min(next_action_at) FROM {calls} \
@@ -238,9 +268,11 @@ impl PageQuery {
         self.sql.push_str(clause);
     }
 
-    /// Runs it, returning `(call, sort key)` rows.
-    async fn fetch(self, db: &Db) -> Result<Vec<(Call, DateTime<Utc>)>> {
-        let mut q: QueryAs<'_, Postgres, (Json<serde_json::Value>, DateTime<Utc>), PgArguments> =
+    /// Runs it (`SELECT record, key, id`), returning `(call, sort key, id)` rows;
+    /// the call is `None` (logged and counted) when its record cannot be opened.
+    async fn fetch(self, db: &Db) -> Result<Vec<(Option<Call>, DateTime<Utc>, CallId)>> {
+        type Row = (Json<serde_json::Value>, DateTime<Utc>, Uuid);
+        let mut q: QueryAs<'_, Postgres, Row, PgArguments> =
             sqlx::query_as(AssertSqlSafe(self.sql));
         for a in self.args {
             q = match a {
@@ -254,9 +286,13 @@ impl PageQuery {
             .fetch_all(&db.pool)
             .await
             .map_err(PgError::sqlx("listing calls"))?;
-        rows.into_iter()
-            .map(|(c, k)| Ok((open(db, c.0)?, k)))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(c, k, id)| {
+                let id = CallId::from_uuid(id);
+                (open_or_skip(db, id, c.0), k, id)
+            })
+            .collect())
     }
 }
 
@@ -265,18 +301,37 @@ fn open(db: &Db, record: serde_json::Value) -> Result<Call> {
     open_call(record, db.cipher.as_ref()).map_err(|e| e.with_source_name(crate::error::SOURCE))
 }
 
-/// Cuts the `limit + 1` fetched rows to a page with the next cursor.
-fn into_page(mut rows: Vec<(Call, DateTime<Utc>)>, limit: i64) -> Page<Call> {
+/// Opens a listed record; one that cannot be opened is skipped with a log and a
+/// metric, so one bad row never fails a listing.
+fn open_or_skip(db: &Db, id: CallId, record: serde_json::Value) -> Option<Call> {
+    match open(db, record) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            callcat_core::store::report_unreadable(STORE, &id.to_string(), &e);
+            None
+        }
+    }
+}
+
+/// The store name in logs and metrics.
+const STORE: &str = "postgres";
+
+/// How a quarantined row's `last_error` starts (see `CallSql::quarantine`).
+const QUARANTINE_PREFIX: &str = "quarantined:";
+
+/// Cuts the `limit + 1` fetched rows to a page with the next cursor. The cursor
+/// is the last row's, read or not, so paging moves past skipped rows.
+fn into_page(mut rows: Vec<(Option<Call>, DateTime<Utc>, CallId)>, limit: i64) -> Page<Call> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
-        rows.last().map(|(c, k)| encode_cursor(*k, c.id))
+        rows.last().map(|(_, k, id)| encode_cursor(*k, *id))
     } else {
         None
     };
     Page {
-        items: rows.into_iter().map(|(c, _)| c).collect(),
+        items: rows.into_iter().filter_map(|(c, _, _)| c).collect(),
         next_cursor,
     }
 }
@@ -292,6 +347,34 @@ impl PostgresCallStore {
     /// expiry, then the JSON of `$5` the lease, `$6` the lease expiry, `$7` now.
     pub fn claim_statement(&self) -> &str {
         &self.sql.claim
+    }
+
+    /// Quarantines the row `id` this claim just leased because its record cannot
+    /// be opened (see `CallSql::quarantine`), and reports it.
+    async fn quarantine(
+        &self,
+        id: Uuid,
+        worker: &WorkerId,
+        now: DateTime<Utc>,
+        error: &Error,
+    ) -> Result<()> {
+        let now_json =
+            serde_json::to_value(now).map_err(PgError::json("encoding the quarantine time"))?;
+        let reason = format!(
+            "{QUARANTINE_PREFIX} the stored record cannot be opened ({:?})",
+            error.kind()
+        );
+        sqlx::query(AssertSqlSafe(self.sql.quarantine.as_str()))
+            .bind(id)
+            .bind(worker.as_str())
+            .bind(now)
+            .bind(now_json)
+            .bind(reason)
+            .execute(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("quarantining an unreadable call"))?;
+        callcat_core::store::report_quarantined(STORE, &id.to_string(), error);
+        Ok(())
     }
 
     /// The stored form of `call`: sealed under the current key when a cipher is
@@ -362,7 +445,7 @@ impl PostgresCallStore {
             ListView::Finished => ("finished_key", FINISHED, "<", "DESC"),
         };
         let mut q = PageQuery::new(format!(
-            "SELECT record, {key} FROM {} WHERE {view_pred}",
+            "SELECT record, {key}, id FROM {} WHERE {view_pred}",
             self.db.tables.calls
         ));
         let t = q.arg(Arg::Text(owner.tenant.as_str().to_owned()));
@@ -545,7 +628,7 @@ impl CallStore for PostgresCallStore {
         cursor: Option<&str>,
     ) -> Result<Page<Call>> {
         let mut q = PageQuery::new(format!(
-            "SELECT record, scheduled_for FROM {} WHERE {ACTIVE}",
+            "SELECT record, scheduled_for, id FROM {} WHERE {ACTIVE}",
             self.db.tables.calls
         ));
         match scope {
@@ -588,7 +671,7 @@ impl CallStore for PostgresCallStore {
         cursor: Option<&str>,
     ) -> Result<Page<Call>> {
         let mut q = PageQuery::new(format!(
-            "SELECT record, scheduled_for FROM {} WHERE TRUE",
+            "SELECT record, scheduled_for, id FROM {} WHERE TRUE",
             self.db.tables.calls
         ));
         let t = q.arg(Arg::Text(tenant.as_str().to_owned()));
@@ -618,7 +701,7 @@ impl CallStore for PostgresCallStore {
         let json = |v: serde_json::Result<serde_json::Value>| {
             v.map_err(PgError::json("encoding the lease"))
         };
-        let rows: Vec<(Json<serde_json::Value>, DateTime<Utc>)> =
+        let rows: Vec<(Uuid, Json<serde_json::Value>, DateTime<Utc>)> =
             sqlx::query_as(AssertSqlSafe(self.sql.claim.as_str()))
                 .bind(now)
                 .bind(i64::from(limit))
@@ -630,13 +713,30 @@ impl CallStore for PostgresCallStore {
                 .fetch_all(&self.db.pool)
                 .await
                 .map_err(PgError::sqlx("claiming due calls"))?;
+        // A row that cannot be opened is quarantined, never returned: it neither
+        // fails this claim nor holds a lease, nor comes due again.
+        let mut opened: Vec<(DateTime<Utc>, Call)> = Vec::with_capacity(rows.len());
+        for (id, c, due) in rows {
+            match open(&self.db, c.0) {
+                Ok(call) => opened.push((due, call)),
+                Err(e) => self.quarantine(id, worker, now, &e).await?,
+            }
+        }
+        let mut rows = opened;
         // RETURNING has no order: restore "earliest due first".
-        let mut rows: Vec<(DateTime<Utc>, Call)> = rows
-            .into_iter()
-            .map(|(c, due)| Ok((due, open(&self.db, c.0)?)))
-            .collect::<Result<_>>()?;
         rows.sort_by_key(|(due, c)| (*due, c.id));
         Ok(rows.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn list_quarantined(&self) -> Result<Vec<CallId>> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(AssertSqlSafe(self.sql.quarantined.as_str()))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("listing quarantined calls"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id,)| CallId::from_uuid(id))
+            .collect())
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {

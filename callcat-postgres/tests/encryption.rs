@@ -4,6 +4,8 @@
 
 mod common;
 
+use callcat_core::chrono::{DateTime, Utc};
+use callcat_core::store::CallStoreExt;
 use callcat_core::{
     ActiveScope, Call, CallAnalysis, CallStatus, CallStore, ErrorKind, FieldCipher, MasterKey,
     Owner, PhoneNumber, SpeakerRole, TranscriptSegment, TranscriptStore, WorkerId,
@@ -269,11 +271,12 @@ async fn a_tampered_row_is_a_crypto_error() {
     .expect("tamper");
     let err = calls.get(c.id).await.expect_err("tampered");
     assert_eq!(err.kind(), ErrorKind::Crypto);
-    let err = calls
+    let claimed = calls
         .claim_due(t0() + secs(60), 10, &WorkerId::new("w"), t0() + secs(90))
         .await
-        .expect_err("the claim reads it too");
-    assert_eq!(err.kind(), ErrorKind::Crypto);
+        .expect("the claim quarantines it instead of failing");
+    assert!(claimed.is_empty());
+    assert_eq!(raw_status(&db, &c).await, ("FAILED".to_owned(), None));
 
     // A transcript text moved or altered fails the same way.
     let transcripts = store.transcripts();
@@ -299,6 +302,125 @@ async fn a_tampered_row_is_a_crypto_error() {
     .expect("tamper transcript");
     let err = transcripts.get(c.id, t0()).await.expect_err("tampered");
     assert_eq!(err.kind(), ErrorKind::Crypto);
+}
+
+/// `(status, next_action_at)` of a call's row, read with plain SQL.
+async fn raw_status(db: &TestDb, call: &Call) -> (String, Option<DateTime<Utc>>) {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT status, next_action_at FROM {} WHERE id = $1",
+        table(db, "calls")
+    )))
+    .bind(call.id.as_uuid())
+    .fetch_one(db.store.pool())
+    .await
+    .expect("raw status")
+}
+
+/// Two due calls, one sealed under a key (9) the ring no longer holds: the
+/// readable one is claimed, the other quarantined (Failed, never due again, not
+/// active), and listing active calls and the live tracker still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_row_is_quarantined_and_the_others_are_claimed() {
+    let db = db_or_skip!();
+    let o = owner("acme", "alice");
+    let bad = call_at(&o, t0());
+    db.store
+        .with_cipher(ring(&[9]))
+        .calls()
+        .create(&bad)
+        .await
+        .expect("create under key 9");
+    let calls = db.store.with_cipher(ring(&[1])).calls();
+    let good = call_at(&o, t0() + secs(1));
+    calls.create(&good).await.expect("create under key 1");
+
+    let w = WorkerId::new("w");
+    let claimed = calls
+        .claim_due(t0() + secs(5), 10, &w, t0() + secs(35))
+        .await
+        .expect("one unreadable row never fails the claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    assert_eq!(raw_status(&db, &bad).await, ("FAILED".to_owned(), None));
+    assert_eq!(
+        calls.list_quarantined().await.expect("quarantined"),
+        vec![bad.id]
+    );
+    assert_eq!(
+        calls.count_active(&ActiveScope::All).await.expect("count"),
+        1,
+        "the quarantined row holds no lease and counts toward no cap"
+    );
+    assert_eq!(
+        calls.next_due_at().await.expect("next due"),
+        Some(t0() + secs(35)),
+        "only the claimed call's lease is due"
+    );
+
+    // The next pass, lease lapsed: only the readable call comes back.
+    let again = calls
+        .claim_due(t0() + secs(60), 10, &w, t0() + secs(90))
+        .await
+        .expect("claim again");
+    assert_eq!(
+        again.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+
+    let active = calls
+        .all_active(&ActiveScope::All)
+        .await
+        .expect("all_active");
+    assert_eq!(
+        active.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    let shared: std::sync::Arc<dyn CallStore> = std::sync::Arc::new(calls.clone());
+    callcat_core::LiveTracker::start(shared, &callcat_core::UpdateBus::new(16), 16)
+        .await
+        .expect("the live tracker starts");
+}
+
+/// An active row that cannot be opened is skipped by listings (with a log), and
+/// paging moves past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_skip_an_unreadable_active_row() {
+    let db = db_or_skip!();
+    let o = owner("acme", "alice");
+    let v9 = db.store.with_cipher(ring(&[9])).calls();
+    let bad = call_at(&o, t0());
+    v9.create(&bad).await.expect("create under key 9");
+    v9.claim_due(t0(), 10, &WorkerId::new("w"), t0() + secs(30))
+        .await
+        .expect("claimed while key 9 is known: active");
+    let calls = db.store.with_cipher(ring(&[1])).calls();
+    let good = call_at(&o, t0() + secs(1));
+    calls.create(&good).await.expect("create");
+    calls
+        .claim_due(t0() + secs(1), 10, &WorkerId::new("w"), t0() + secs(30))
+        .await
+        .expect("claim the readable one");
+
+    let page = calls
+        .list_active(&ActiveScope::All, 1, None)
+        .await
+        .expect("a page of one unreadable row");
+    assert!(page.items.is_empty());
+    let page = calls
+        .list_active(&ActiveScope::All, 1, page.next_cursor.as_deref())
+        .await
+        .expect("the cursor moved past it");
+    assert_eq!(
+        page.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    let active = calls
+        .all_active(&ActiveScope::All)
+        .await
+        .expect("all_active");
+    assert_eq!(active.len(), 1);
 }
 
 /// Changes one base64 character in the middle of a sealed value's body.

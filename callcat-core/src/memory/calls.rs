@@ -36,6 +36,9 @@ struct State {
     due: BTreeSet<(i64, CallId)>,
     /// Active calls by (`scheduled_for` ms, id): list_active's order.
     active: BTreeSet<(i64, CallId)>,
+    /// Calls set aside because their record cannot be opened: in no index, so
+    /// never claimed nor counted as active again.
+    quarantined: BTreeSet<CallId>,
     cipher: Option<FieldCipher>,
 }
 
@@ -48,6 +51,9 @@ impl std::fmt::Debug for InMemoryCallStore {
             .finish()
     }
 }
+
+/// The store name in logs and metrics.
+const SOURCE: &str = "memory";
 
 fn due_key(c: &Entry) -> Option<(i64, CallId)> {
     match (c.status.is_claimable(), c.next_action_at) {
@@ -99,8 +105,28 @@ impl State {
         e.open(self.cipher.as_ref())
     }
 
-    fn open_all<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Result<Vec<Call>> {
-        entries.into_iter().map(|e| self.open(e)).collect()
+    /// Opens `entries`, skipping (with a log and a metric) those that cannot be
+    /// opened, so one unreadable call never fails a listing.
+    fn open_all<'a>(&self, entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Call> {
+        entries
+            .into_iter()
+            .filter_map(|e| match self.open(e) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    crate::store::report_unreadable(SOURCE, &e.id.to_string(), &err);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Takes a call that cannot be opened out of every index and remembers it.
+    fn quarantine(&mut self, id: CallId, err: &Error) {
+        if let Some(e) = self.calls.get(&id).cloned() {
+            self.unindex(&e);
+        }
+        self.quarantined.insert(id);
+        crate::store::report_quarantined(SOURCE, &id.to_string(), err);
     }
 }
 
@@ -211,7 +237,7 @@ fn paginate(
         None
     };
     Ok(Page {
-        items: st.open_all(entries)?,
+        items: st.open_all(entries),
         next_cursor,
     })
 }
@@ -451,13 +477,16 @@ impl CallStore for InMemoryCallStore {
             .take(limit as usize)
             .map(|(_, id)| *id)
             .collect();
-        // Open every call first: one that cannot be opened (missing key, tampered)
-        // fails the claim before anything is changed.
-        let opened: Vec<Call> = due
-            .iter()
-            .filter_map(|id| st.calls.get(id))
-            .map(|e| st.open(e))
-            .collect::<Result<_>>()?;
+        // A call that cannot be opened (missing key, tampered) is quarantined, so it
+        // neither fails this claim nor comes due again; the others are claimed.
+        let mut opened = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(e) = st.calls.get(&id) else { continue };
+            match st.open(e) {
+                Ok(c) => opened.push(c),
+                Err(err) => st.quarantine(id, &err),
+            }
+        }
         let mut claimed = Vec::with_capacity(opened.len());
         for c in opened {
             let Some(mut c) = crate::lifecycle::claim(&c, worker, now, lease_until) else {
@@ -468,6 +497,10 @@ impl CallStore for InMemoryCallStore {
             claimed.push(c);
         }
         Ok(claimed)
+    }
+
+    async fn list_quarantined(&self) -> Result<Vec<CallId>> {
+        Ok(self.lock().quarantined.iter().copied().collect())
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {

@@ -129,16 +129,17 @@ async fn rotation_reads_old_rows_and_rewrites_them_with_the_new_key() {
     other.set_cipher(ring(&[2]));
     let err = other.get(c.id).await.expect_err("key 1 is gone");
     assert_eq!(err.kind(), ErrorKind::Crypto);
-    let err = other
+    let claimed = other
         .claim_due(t0(), 10, &WorkerId::new("w"), t0() + TimeDelta::seconds(5))
         .await
-        .expect_err("cannot claim what cannot be opened");
-    assert_eq!(err.kind(), ErrorKind::Crypto);
+        .expect("an unreadable call never fails the claim");
+    assert!(claimed.is_empty());
     assert_eq!(
         other.next_due_at().await.expect("due"),
-        Some(t0()),
-        "unchanged"
+        None,
+        "quarantined: never due again"
     );
+    assert_eq!(other.list_quarantined().await.expect("list"), vec![c.id]);
 }
 
 #[tokio::test]
@@ -170,14 +171,14 @@ async fn tampered_ciphertext_is_a_crypto_error() {
     });
     let err = store.get(c.id).await.expect_err("tampered");
     assert_eq!(err.kind(), ErrorKind::Crypto);
-    let err = store
+    let page = store
         .list(
             &owner,
             &crate::ListQuery::new(crate::ListView::Upcoming, 10),
         )
         .await
-        .expect_err("listing opens it too");
-    assert_eq!(err.kind(), ErrorKind::Crypto);
+        .expect("listing skips it");
+    assert!(page.items.is_empty());
 }
 
 #[tokio::test]
@@ -268,4 +269,94 @@ async fn transcripts_are_sealed_in_memory() {
         .await
         .expect_err("cannot extend what cannot be read");
     assert_eq!(err.kind(), ErrorKind::Crypto);
+}
+
+/// One due call sealed under a key the ring no longer holds, one readable: the
+/// readable one is claimed and dialed, the other is quarantined (never claimed
+/// again, not active), and the live tracker starts.
+#[tokio::test]
+async fn an_unreadable_call_is_quarantined_and_the_others_are_dialed() {
+    use std::sync::Arc;
+
+    use crate::store::CallStoreExt;
+
+    let store = Arc::new(InMemoryCallStore::with_cipher(ring(&[9])));
+    let owner = Owner::new("acme", "alice");
+    let bad = call_to(&owner, NUMBER);
+    store.create(&bad).await.expect("create under key 9");
+    store.set_cipher(ring(&[1]));
+    let good = call_to(&owner, "+14155552672");
+    store.create(&good).await.expect("create under key 1");
+
+    let worker = WorkerId::new("w");
+    let claimed = store
+        .claim_due(t0(), 10, &worker, t0() + TimeDelta::seconds(30))
+        .await
+        .expect("one unreadable call never fails the claim");
+    let ids: Vec<_> = claimed.iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![good.id]);
+    assert_eq!(store.list_quarantined().await.expect("list"), vec![bad.id]);
+    assert_eq!(
+        store.count_active(&ActiveScope::All).await.expect("count"),
+        1,
+        "only the readable call counts toward the cap"
+    );
+
+    // The next pass, lease lapsed: the readable call comes back, never the other.
+    let later = t0() + TimeDelta::seconds(60);
+    let again = store
+        .claim_due(later, 10, &worker, later + TimeDelta::seconds(30))
+        .await
+        .expect("claim again");
+    assert_eq!(
+        again.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+
+    let active = store
+        .all_active(&ActiveScope::All)
+        .await
+        .expect("all_active skips nothing it can read");
+    assert_eq!(
+        active.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    let bus = crate::UpdateBus::new(16);
+    crate::LiveTracker::start(store.clone(), &bus, 16)
+        .await
+        .expect("the live tracker starts");
+}
+
+/// A Scheduler tick over a store holding one unreadable due call dials the
+/// readable one.
+#[tokio::test]
+async fn a_scheduler_tick_dials_past_an_unreadable_call() {
+    use std::sync::Arc;
+
+    let store = Arc::new(InMemoryCallStore::with_cipher(ring(&[9])));
+    let owner = Owner::new("acme", "alice");
+    let bad = call_to(&owner, NUMBER);
+    store.create(&bad).await.expect("create under key 9");
+    store.set_cipher(ring(&[1]));
+    let good = call_to(&owner, "+14155552672");
+    store.create(&good).await.expect("create under key 1");
+
+    let clock = crate::ManualClock::new(t0());
+    let sim = crate::Simulator::new(Arc::new(clock.clone()), crate::SimulatorConfig::default());
+    let sched = crate::Scheduler::builder()
+        .store(store.clone())
+        .provider(Arc::new(sim.clone()))
+        .clock(Arc::new(clock.clone()))
+        .wakeup(crate::Wakeup::new())
+        .bus(crate::UpdateBus::new(64))
+        .retry_seed(7)
+        .build()
+        .expect("scheduler");
+    let report = sched.tick().await.expect("the tick does not fail");
+    assert_eq!((report.claimed, report.dialed), (1, 1));
+    assert_eq!(sim.dial_count(good.id), 1);
+    assert_eq!(sim.dial_count(bad.id), 0);
+    let report = sched.tick().await.expect("a second tick");
+    assert_eq!(report.claimed, 0);
+    assert_eq!(store.list_quarantined().await.expect("list"), vec![bad.id]);
 }

@@ -91,6 +91,9 @@ impl<S: CallStore + ?Sized, G: Send + Sync + 'static> CallStore for KeepAlive<S,
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due_at().await
     }
+    async fn list_quarantined(&self) -> Result<Vec<CallId>> {
+        self.inner.list_quarantined().await
+    }
     async fn active_calls_to_number(
         &self,
         scope: &ActiveScope,

@@ -18,7 +18,7 @@ use futures::future::{join_all, try_join_all};
 
 use super::DynamoCallStore;
 use super::item::{CLAIMABLE, attr, call_pk, due_shard, index, update_expression};
-use crate::client::{Expr, QuerySpec, get_n, n, s};
+use crate::client::{Expr, QuerySpec, get_n, get_s, n, s};
 use crate::error::{DResult, DynamoError};
 use crate::metrics::OpKind;
 
@@ -68,7 +68,13 @@ impl DynamoCallStore {
         let maybe_more = pages.iter().any(|p| p.len() >= per_shard);
         let mut out = Vec::new();
         for item in pages.into_iter().flatten() {
-            let call = self.open(&item)?;
+            let call = match self.open(&item) {
+                Ok(call) => call,
+                Err(e) => {
+                    self.quarantine(&item, e).await?;
+                    continue;
+                }
+            };
             if skip.contains(&call.id) {
                 continue;
             }
@@ -77,6 +83,59 @@ impl DynamoCallStore {
         }
         out.sort_by_key(|c| (c.due_ms, c.call.id));
         Ok((out, maybe_more))
+    }
+
+    /// Sets aside a due item whose record cannot be opened, without opening it:
+    /// one conditional UpdateItem removes it from the due and active indexes and
+    /// records the reason in `quarantined`, so it never fails a claim, comes due
+    /// or counts toward a cap again. Losing the condition (the item changed or
+    /// another claimer quarantined it first) is fine.
+    async fn quarantine(&self, item: &crate::client::Item, error: DynamoError) -> DResult<()> {
+        let Some(pk) = get_s(item, attr::PK).map(str::to_owned) else {
+            return Err(error);
+        };
+        let error = callcat_core::Error::from(error);
+        let mut e = Expr::new();
+        let update = format!(
+            "SET {q} = {reason} REMOVE {ds}, {da}, {at}, {ash}, {aso}",
+            q = e.name(attr::QUARANTINED),
+            reason = e.value(s(format!(
+                "the stored record cannot be opened ({:?})",
+                error.kind()
+            ))),
+            ds = e.name(attr::DUE_SHARD),
+            da = e.name(attr::DUE_AT),
+            at = e.name(attr::ACTIVE_TENANT),
+            ash = e.name(attr::ACTIVE_SHARD),
+            aso = e.name(attr::ACTIVE_SORT),
+        );
+        let mut cond = format!("attribute_exists({})", e.name(attr::DUE_SHARD));
+        if let Some(v) = get_n::<u64>(item, attr::VERSION) {
+            cond = format!("{cond} AND {} = {}", e.name(attr::VERSION), e.value(n(v)));
+        }
+        let req = self
+            .ctx
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(pk.clone()))
+            .update_expression(update)
+            .condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        match self.ctx.send(OpKind::Write, req).await {
+            Ok(_) => {
+                let id = pk.strip_prefix("CALL#").unwrap_or(&pk);
+                callcat_core::store::report_quarantined(crate::error::SOURCE, id, &error);
+                Ok(())
+            }
+            Err(err) => match DynamoError::sdk("UpdateItem", err) {
+                DynamoError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     /// Takes one candidate; `Ok(None)` when another worker got it first.

@@ -42,6 +42,9 @@ pub(crate) mod attr {
     pub const DUE_SHARD: &str = "dueShard";
     /// `next_action_at` in epoch ms while claimable (sparse).
     pub const DUE_AT: &str = "dueAt";
+    /// Set (to the reason) on a call whose record cannot be opened: it has left
+    /// the due and active indexes for good (see `claim_due`).
+    pub const QUARANTINED: &str = "quarantined";
 }
 
 /// Index names of the calls table.
@@ -55,7 +58,8 @@ pub(crate) mod index {
 }
 
 /// Attributes that exist only in some states; an update removes them when absent.
-const SPARSE: [&str; 7] = [
+const SPARSE: [&str; 8] = [
+    attr::QUARANTINED,
     attr::PROVIDER,
     attr::PHONE_INDEX,
     attr::ACTIVE_TENANT,

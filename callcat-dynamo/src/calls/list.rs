@@ -56,8 +56,24 @@ fn finished(c: &Call) -> DateTime<Utc> {
 }
 
 impl DynamoCallStore {
+    /// Opens listed items, skipping (with a log and a metric) those that cannot be
+    /// opened, so one bad item never fails a listing. A page may then hold fewer
+    /// items; its cursor is the last readable item's.
     fn parse_all(&self, items: Vec<crate::client::Item>) -> DResult<Vec<Call>> {
-        items.iter().map(|i| self.open(i)).collect()
+        Ok(items
+            .iter()
+            .filter_map(|i| match self.open(i) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    callcat_core::store::report_unreadable(
+                        crate::error::SOURCE,
+                        get_s(i, attr::PK).unwrap_or("?"),
+                        &callcat_core::Error::from(e),
+                    );
+                    None
+                }
+            })
+            .collect())
     }
 
     fn spec(
