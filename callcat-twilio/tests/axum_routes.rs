@@ -224,3 +224,49 @@ async fn unconfigured_routes_answer_404() {
         );
     }
 }
+
+/// Final transcription results arriving at once are all kept: each is an atomic
+/// append (a read-modify-write of the whole transcript lost some of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transcription_callbacks_lose_no_segment() {
+    const N: usize = 24;
+    let api = api().await;
+    let id = flow_call(&api).await;
+    let (app, _) = app(
+        api.clone(),
+        TwilioRoutes::new(&provider(CallbackPaths::default())),
+    );
+    let target = format!("/callcat/webhooks/twilio/transcription?callcat_call_id={id}");
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let (app, target) = (app.clone(), target.clone());
+            tokio::spawn(async move {
+                let data = format!(r#"{{"transcript":"utterance {i}"}}"#);
+                let pairs = [
+                    ("CallSid", "CA1"),
+                    ("TranscriptionEvent", "transcription-content"),
+                    ("Final", "true"),
+                    ("TranscriptionData", data.as_str()),
+                ];
+                post(&app, &target, &pairs, TOKEN).await
+            })
+        })
+        .collect();
+    for sent in sends {
+        let (st, body) = sent.await.expect("joined");
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert!(body.contains("transcript_updated"), "{body}");
+    }
+    let owner = Owner::new("acme", "ada");
+    let t = api
+        .engine()
+        .transcripts()
+        .get(&owner, id.parse().expect("id"))
+        .await
+        .expect("transcript");
+    let mut said: Vec<String> = t.segments.iter().map(|s| s.text.clone()).collect();
+    said.sort();
+    let mut expected: Vec<String> = (0..N).map(|i| format!("utterance {i}")).collect();
+    expected.sort();
+    assert_eq!(said, expected);
+}
