@@ -238,6 +238,7 @@ impl SchedulerBuilder {
                 checks: self.checks,
                 config: self.config,
                 pending: std::sync::atomic::AtomicUsize::new(0),
+                in_flight: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -253,6 +254,9 @@ pub(crate) struct Inner {
     pub(crate) config: SchedulerConfig,
     /// Claimed calls not yet through dispatch.
     pub(crate) pending: std::sync::atomic::AtomicUsize,
+    /// Calls being dispatched by this process: a call is never dispatched twice
+    /// at once here, however it came to be claimed twice.
+    pub(crate) in_flight: std::sync::Mutex<std::collections::HashSet<CallId>>,
 }
 
 /// Dials due calls. Cheap to clone; clones share everything.
@@ -402,6 +406,11 @@ impl Scheduler {
                 for c in group {
                     // Released even if the dispatch panics or the task is dropped.
                     let _slot = PendingSlot(&this.inner.pending);
+                    let Some(_flight) = InFlight::enter(&this.inner.in_flight, c.id) else {
+                        tracing::warn!(call_id = %c.id, "claimed again while its dispatch is in flight here; not dispatched twice");
+                        out.push(Ok(DispatchResult::Skipped));
+                        continue;
+                    };
                     out.push(dispatch::traced(&this.inner, c, dial_at).await);
                 }
                 out
@@ -550,6 +559,32 @@ impl Scheduler {
     /// When `t` is, for tests and embedding: the clock's time.
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+}
+
+/// A call's place in [`Inner::in_flight`] while it is dispatched, given back on drop.
+struct InFlight<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<CallId>>,
+    id: CallId,
+}
+
+impl<'a> InFlight<'a> {
+    /// `None` when the call is already being dispatched by this process.
+    fn enter(
+        set: &'a std::sync::Mutex<std::collections::HashSet<CallId>>,
+        id: CallId,
+    ) -> Option<Self> {
+        let fresh = set.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        fresh.then_some(InFlight { set, id })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
