@@ -72,7 +72,7 @@ pub use service::CallService;
 pub use simulator::{Simulator, SimulatorConfig};
 pub use store::{
     ActiveScope, CallStore, CallStoreExt, Created, DoNotCallEntry, DoNotCallStore, ListQuery,
-    ListView, Page, StoreCapabilities, Stores, TranscriptStore, WindowStore,
+    ListView, NextDue, Page, StoreCapabilities, Stores, TranscriptStore, WindowStore,
 };
 pub use transcript::{SpeakerRole, Transcript, TranscriptSegment};
 pub use wakeup::{Wakeup, WakeupListener};

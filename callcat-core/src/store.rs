@@ -91,6 +91,17 @@ pub enum ActiveScope {
     Owner(Owner),
 }
 
+/// The answer of [`CallStore::next_due_capped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextDue {
+    /// The earliest `next_action_at` among claimable calls the capped claim may take.
+    pub at: Option<DateTime<Utc>>,
+    /// Some waiting calls due at or before `at` (any, when `at` is `None`) were
+    /// left out because their owner is at the cap: they become claimable when
+    /// one of that owner's calls ends.
+    pub blocked: bool,
+}
+
 /// The outcome of [`CallStore::create`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -197,6 +208,42 @@ pub trait CallStore: Send + Sync + 'static {
     /// The earliest `next_action_at` among claimable calls (due or not), so a
     /// scheduler can sleep exactly until then.
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// [`CallStore::claim_due`] that waits for busy owners for free: it never
+    /// claims a Scheduled or RetryPending call of an owner who already has
+    /// `owner_cap` or more active calls, and claims at most `owner_cap − active`
+    /// of an owner's calls at once (earliest due first). A Dispatching call with a
+    /// lapsed lease is always claimable (it is already counted, and recovering it
+    /// is what frees its owner). So a backlog of one owner at its cap costs no
+    /// claim, and never stands in front of another owner's due call.
+    ///
+    /// The default claims as [`CallStore::claim_due`] does (the scheduler then
+    /// defers the extra calls after the claim): correct, but not free.
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> Result<Vec<Call>> {
+        let _ = owner_cap;
+        self.claim_due(now, limit, worker, lease_until).await
+    }
+
+    /// [`CallStore::next_due_at`] leaving out the waiting calls of owners with
+    /// `owner_cap` or more active calls (what [`CallStore::claim_due_capped`]
+    /// would skip), and saying whether any were left out: a scheduler then sleeps
+    /// until the next call it can take, and wakes early when a call ends.
+    ///
+    /// The default answers [`CallStore::next_due_at`] and `blocked: false`.
+    async fn next_due_capped(&self, owner_cap: u32) -> Result<NextDue> {
+        let _ = owner_cap;
+        Ok(NextDue {
+            at: self.next_due_at().await?,
+            blocked: false,
+        })
+    }
 
     /// Calls this store set aside because it could not open their record (see
     /// [`CallStore::claim_due`] and [`report_quarantined`]), for operators. The

@@ -412,25 +412,78 @@ async fn a_second_call_of_the_same_owner_waits_for_the_first_to_end() {
     let first = h.create(&o, t0(), "answered", no_jitter()).await;
     let second = h.create(&o, t0(), "answered", no_jitter()).await;
     let r = sched.tick().await.expect("tick");
-    assert_eq!((r.dialed, r.deferred), (1, 1));
+    // The owner is at its cap of 1 once the first is claimed: the second is not
+    // even claimed, so waiting costs it no write.
+    assert_eq!((r.claimed, r.dialed, r.deferred), (1, 1, 0));
     assert_eq!(h.sim.dial_count(first.id), 1);
-    assert_eq!(h.get(second.id).await.next_action_at, Some(secs(2)));
-    // While the first call is live, the second keeps waiting.
+    // While the first call is live, the second keeps waiting, untouched.
     for s in [2, 4, 10, 20] {
         h.clock.set(secs(s));
         h.pump().await;
-        sched.tick().await.expect("tick");
+        let r = sched.tick().await.expect("tick");
+        assert_eq!(r.claimed, 0, "at {s} s");
     }
     assert_eq!(h.sim.dial_count(second.id), 0);
+    let waiting = h.get(second.id).await;
+    assert_eq!(
+        (waiting.status, waiting.version),
+        (CallStatus::Scheduled, 0)
+    );
     // The first ends at 3 s ring + 20 s talk.
     h.clock.set(secs(23));
     h.pump().await;
     assert_eq!(h.get(first.id).await.status, CallStatus::Completed);
-    let next = h.get(second.id).await.next_action_at.expect("due");
-    h.clock.set(next.max(secs(23)));
     sched.tick().await.expect("tick");
-    assert_eq!(h.dial_times(second.id).len(), 1);
-    assert!(h.dial_times(second.id)[0] >= secs(23));
+    assert_eq!(h.dial_times(second.id), vec![secs(23)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_at_its_owner_s_cap_waits_for_free_and_never_delays_another_owner() {
+    let h = harness(SimulatorConfig::default());
+    let sched = h.scheduler(|b| b);
+    let a = owner("a");
+    let mut backlog = Vec::new();
+    for _ in 0..200 {
+        backlog.push(h.create(&a, t0(), "answered", no_jitter()).await);
+    }
+    let (stop, run) = spawn_run(&sched);
+    eventually("one of a's calls is dialed", || h.sim.dials().len() == 1).await;
+
+    // b's call, created behind a's whole backlog, is dialed at once.
+    let b = owner("b");
+    let theirs = h.create(&b, t0(), "answered", no_jitter()).await;
+    eventually("b's call is dialed", || h.sim.dial_count(theirs.id) == 1).await;
+    assert_eq!(h.dial_times(theirs.id), vec![t0()]);
+
+    // a's first call rings at 3 s and ends at 23 s; then (woken by the end, not
+    // by polling) the scheduler dials a's next call.
+    for s in [2, 3, 10, 20] {
+        h.clock.set(secs(s));
+        h.pump().await;
+    }
+    h.clock.set(secs(23));
+    h.pump().await;
+    let a_dials = || {
+        h.sim
+            .dials()
+            .iter()
+            .filter(|d| d.call_id != theirs.id)
+            .count()
+    };
+    eventually("a's second call is dialed", || a_dials() == 2).await;
+    let _ = stop.send(());
+    run.await.expect("scheduler task").expect("scheduler run");
+
+    // Waiting cost nothing: none of a's other calls was ever claimed or written.
+    let mut untouched = 0;
+    for c in &backlog {
+        let now = h.get(c.id).await;
+        if h.sim.dial_count(c.id) == 0 {
+            assert_eq!((now.status, now.version), (CallStatus::Scheduled, 0));
+            untouched += 1;
+        }
+    }
+    assert_eq!(untouched, 198);
 }
 
 #[tokio::test]

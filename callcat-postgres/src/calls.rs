@@ -6,8 +6,9 @@ use std::sync::Arc;
 use callcat_core::cursor::Cursor;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
-    ActiveScope, Call, CallId, CallStore, Created, Error, Lease, ListQuery, ListView, Owner, Page,
-    PhoneNumber, Result, SealedCall, StoreCapabilities, TenantId, WorkerId, open_call, seal_call,
+    ActiveScope, Call, CallId, CallStore, Created, Error, Lease, ListQuery, ListView, NextDue,
+    Owner, Page, PhoneNumber, Result, SealedCall, StoreCapabilities, TenantId, WorkerId, open_call,
+    seal_call,
 };
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
@@ -51,12 +52,34 @@ struct CallSql {
     status_of: String,
     by_provider_id: String,
     claim: String,
+    claim_capped: String,
     quarantine: String,
     quarantined: String,
     next_due: String,
+    next_due_capped: String,
     active_to_number: String,
     count_active: String,
 }
+
+/// What a claim sets: Dispatching under this worker's lease (`$3` worker, `$4`
+/// lease expiry), the JSONB record given the same values as the columns
+/// (serialized by serde in Rust: `$5` lease, `$6` next_action_at, `$7` updated_at).
+const CLAIM_SET: &str = "status = 'DISPATCHING', \
+     lease_worker = $3, \
+     lease_until = $4, \
+     next_action_at = $4, \
+     version = c.version + 1, \
+     updated_at = $1, \
+     finished_key = COALESCE(c.finished_at, c.ended_at, $1), \
+     record = c.record || jsonb_build_object(\
+         'status', 'DISPATCHING', \
+         'lease', $5::jsonb, \
+         'next_action_at', $6::jsonb, \
+         'version', c.version + 1, \
+         'updated_at', $7::jsonb)";
+
+/// [`CLAIMABLE`] over the alias `p` (the same predicate, so `calls_due_idx` applies).
+const CLAIMABLE_P: &str = "p.status IN ('SCHEDULED', 'RETRY_PENDING', 'DISPATCHING')";
 
 impl CallSql {
     fn new(calls: &str) -> Self {
@@ -94,20 +117,7 @@ impl CallSql {
             // JSONB record gets the same values as the columns (serialized by serde
             // in Rust: $5 lease, $6 next_action_at, $7 updated_at).
             claim: format!(
-                "UPDATE {calls} AS c SET \
-                     status = 'DISPATCHING', \
-                     lease_worker = $3, \
-                     lease_until = $4, \
-                     next_action_at = $4, \
-                     version = c.version + 1, \
-                     updated_at = $1, \
-                     finished_key = COALESCE(c.finished_at, c.ended_at, $1), \
-                     record = c.record || jsonb_build_object(\
-                         'status', 'DISPATCHING', \
-                         'lease', $5::jsonb, \
-                         'next_action_at', $6::jsonb, \
-                         'version', c.version + 1, \
-                         'updated_at', $7::jsonb) \
+                "UPDATE {calls} AS c SET {CLAIM_SET} \
                  FROM (\
                      SELECT id, next_action_at FROM {calls} \
                      WHERE {CLAIMABLE} AND next_action_at <= $1 \
@@ -116,6 +126,41 @@ impl CallSql {
                      FOR UPDATE SKIP LOCKED\
                  ) AS due \
                  WHERE c.id = due.id \
+                 RETURNING c.id, c.record, due.next_action_at"
+            ),
+            // The claim skipping owners at their cap (`$8`): `busy` counts each
+            // owner's active calls (`calls_active_idx`); `picked` locks the earliest
+            // due rows of owners below the cap (a lapsed Dispatching row always:
+            // it is counted already); `ranked` numbers each owner's new calls so
+            // at most `cap - active` of them are taken. Rows picked but not taken
+            // are unlocked at the end of the statement.
+            claim_capped: format!(
+                "WITH busy AS (\
+                     SELECT tenant_id, user_id, count(*) AS n FROM {calls} \
+                     WHERE {ACTIVE} GROUP BY tenant_id, user_id\
+                 ), picked AS (\
+                     SELECT p.id, p.next_action_at, p.status, p.tenant_id, p.user_id \
+                     FROM {calls} AS p \
+                     WHERE {CLAIMABLE_P} AND p.next_action_at <= $1 \
+                       AND (p.status = 'DISPATCHING' OR NOT EXISTS (\
+                           SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id \
+                           AND b.user_id = p.user_id AND b.n >= $8)) \
+                     ORDER BY p.next_action_at, p.id \
+                     LIMIT $2 \
+                     FOR UPDATE OF p SKIP LOCKED\
+                 ), ranked AS (\
+                     SELECT picked.id, picked.next_action_at, picked.status, \
+                         COALESCE(b.n, 0) AS n, \
+                         row_number() OVER (\
+                             PARTITION BY picked.tenant_id, picked.user_id, \
+                                 picked.status = 'DISPATCHING' \
+                             ORDER BY picked.next_action_at, picked.id) AS rn \
+                     FROM picked LEFT JOIN busy b \
+                         ON b.tenant_id = picked.tenant_id AND b.user_id = picked.user_id\
+                 ) \
+                 UPDATE {calls} AS c SET {CLAIM_SET} \
+                 FROM ranked AS due \
+                 WHERE c.id = due.id AND (due.status = 'DISPATCHING' OR due.n + due.rn <= $8) \
                  RETURNING c.id, c.record, due.next_action_at"
             ),
             // Sets aside a just-claimed row whose record cannot be opened, without
@@ -149,6 +194,28 @@ impl CallSql {
             next_due: format!(
                 "SELECT min(next_action_at) FROM {calls} \
                  WHERE {CLAIMABLE} AND next_action_at IS NOT NULL"
+            ),
+            // `next_due` leaving out the waiting rows of owners with `$1` or more
+            // active calls, and whether any due by then were left out.
+            next_due_capped: format!(
+                "WITH busy AS (\
+                     SELECT tenant_id, user_id FROM {calls} WHERE {ACTIVE} \
+                     GROUP BY tenant_id, user_id HAVING count(*) >= $1\
+                 ), next AS (\
+                     SELECT (SELECT p.next_action_at FROM {calls} AS p \
+                         WHERE {CLAIMABLE_P} AND p.next_action_at IS NOT NULL \
+                           AND (p.status = 'DISPATCHING' OR NOT EXISTS (\
+                               SELECT 1 FROM busy b WHERE b.tenant_id = p.tenant_id \
+                               AND b.user_id = p.user_id)) \
+                         ORDER BY p.next_action_at, p.id LIMIT 1) AS at\
+                 ) \
+                 SELECT next.at, EXISTS (\
+                     SELECT 1 FROM {calls} AS p JOIN busy b \
+                         ON b.tenant_id = p.tenant_id AND b.user_id = p.user_id \
+                     WHERE {CLAIMABLE_P} AND p.status <> 'DISPATCHING' \
+                       AND p.next_action_at IS NOT NULL \
+                       AND (next.at IS NULL OR p.next_action_at <= next.at)) \
+                 FROM next"
             ),
             // Sealed rows match by blind index (under any key of the ring:
             // `calls_active_phone_idx`); rows written without a cipher by number.
@@ -347,6 +414,67 @@ impl PostgresCallStore {
     /// expiry, then the JSON of `$5` the lease, `$6` the lease expiry, `$7` now.
     pub fn claim_statement(&self) -> &str {
         &self.sql.claim
+    }
+
+    /// The exact statement [`CallStore::claim_due_capped`] runs: the parameters
+    /// of [`PostgresCallStore::claim_statement`], then `$8` the per-owner cap.
+    pub fn claim_capped_statement(&self) -> &str {
+        &self.sql.claim_capped
+    }
+
+    /// Runs the claim (`owner_cap`: the capped one, see
+    /// [`CallStore::claim_due_capped`]) and opens the rows, quarantining those
+    /// that cannot be opened.
+    async fn claim_rows(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: Option<u32>,
+    ) -> Result<Vec<Call>> {
+        let sql = match owner_cap {
+            Some(_) => self.sql.claim_capped.as_str(),
+            None => self.sql.claim.as_str(),
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lease = Lease {
+            worker: worker.clone(),
+            expires_at: lease_until,
+        };
+        let json = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(PgError::json("encoding the lease"))
+        };
+        let mut query = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(worker.as_str())
+            .bind(lease_until)
+            .bind(json(serde_json::to_value(&lease))?)
+            .bind(json(serde_json::to_value(lease_until))?)
+            .bind(json(serde_json::to_value(now))?);
+        if let Some(cap) = owner_cap {
+            query = query.bind(i64::from(cap));
+        }
+        let rows: Vec<(Uuid, Json<serde_json::Value>, DateTime<Utc>)> = query
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(PgError::sqlx("claiming due calls"))?;
+        // A row that cannot be opened is quarantined, never returned: it neither
+        // fails this claim nor holds a lease, nor comes due again.
+        let mut opened: Vec<(DateTime<Utc>, Call)> = Vec::with_capacity(rows.len());
+        for (id, c, due) in rows {
+            match open(&self.db, c.0) {
+                Ok(call) => opened.push((due, call)),
+                Err(e) => self.quarantine(id, worker, now, &e).await?,
+            }
+        }
+        let mut rows = opened;
+        // RETURNING has no order: restore "earliest due first".
+        rows.sort_by_key(|(due, c)| (*due, c.id));
+        Ok(rows.into_iter().map(|(_, c)| c).collect())
     }
 
     /// Quarantines the row `id` this claim just leased because its record cannot
@@ -691,41 +819,29 @@ impl CallStore for PostgresCallStore {
         worker: &WorkerId,
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Call>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let lease = Lease {
-            worker: worker.clone(),
-            expires_at: lease_until,
-        };
-        let json = |v: serde_json::Result<serde_json::Value>| {
-            v.map_err(PgError::json("encoding the lease"))
-        };
-        let rows: Vec<(Uuid, Json<serde_json::Value>, DateTime<Utc>)> =
-            sqlx::query_as(AssertSqlSafe(self.sql.claim.as_str()))
-                .bind(now)
-                .bind(i64::from(limit))
-                .bind(worker.as_str())
-                .bind(lease_until)
-                .bind(json(serde_json::to_value(&lease))?)
-                .bind(json(serde_json::to_value(lease_until))?)
-                .bind(json(serde_json::to_value(now))?)
-                .fetch_all(&self.db.pool)
+        self.claim_rows(now, limit, worker, lease_until, None).await
+    }
+
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> Result<Vec<Call>> {
+        self.claim_rows(now, limit, worker, lease_until, Some(owner_cap))
+            .await
+    }
+
+    async fn next_due_capped(&self, owner_cap: u32) -> Result<NextDue> {
+        let (at, blocked): (Option<DateTime<Utc>>, bool) =
+            sqlx::query_as(AssertSqlSafe(self.sql.next_due_capped.as_str()))
+                .bind(i64::from(owner_cap))
+                .fetch_one(&self.db.pool)
                 .await
-                .map_err(PgError::sqlx("claiming due calls"))?;
-        // A row that cannot be opened is quarantined, never returned: it neither
-        // fails this claim nor holds a lease, nor comes due again.
-        let mut opened: Vec<(DateTime<Utc>, Call)> = Vec::with_capacity(rows.len());
-        for (id, c, due) in rows {
-            match open(&self.db, c.0) {
-                Ok(call) => opened.push((due, call)),
-                Err(e) => self.quarantine(id, worker, now, &e).await?,
-            }
-        }
-        let mut rows = opened;
-        // RETURNING has no order: restore "earliest due first".
-        rows.sort_by_key(|(due, c)| (*due, c.id));
-        Ok(rows.into_iter().map(|(_, c)| c).collect())
+                .map_err(PgError::sqlx("reading the next due time"))?;
+        Ok(NextDue { at, blocked })
     }
 
     async fn list_quarantined(&self) -> Result<Vec<CallId>> {

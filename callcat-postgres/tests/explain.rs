@@ -13,8 +13,8 @@ use common::{secs, t0};
 
 /// Fills the schema's `calls` table with `finished` terminal calls and
 /// `claimable` scheduled ones (a tenth of them due), analyzes it, and returns
-/// the plan of the store's own claim statement.
-async fn claim_plan(db: &common::TestDb, finished: i64, claimable: i64) -> String {
+/// the plan of the store's own claim statement (the capped one with `capped`).
+async fn claim_plan(db: &common::TestDb, finished: i64, claimable: i64, capped: bool) -> String {
     let pool = db.store.pool();
     let calls = format!("\"{}\".calls", db.schema);
     // Rows need only the indexed columns to be realistic for the planner; the
@@ -49,20 +49,22 @@ async fn claim_plan(db: &common::TestDb, finished: i64, claimable: i64) -> Strin
         worker: worker.clone(),
         expires_at: lease_until,
     };
-    let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-        "EXPLAIN {}",
-        db.store.calls().claim_statement()
-    )))
-    .bind(now)
-    .bind(100_i64)
-    .bind(worker.as_str())
-    .bind(lease_until)
-    .bind(serde_json::to_value(&lease).expect("json"))
-    .bind(serde_json::to_value(lease_until).expect("json"))
-    .bind(serde_json::to_value(now).expect("json"))
-    .fetch_all(pool)
-    .await
-    .expect("explain");
+    let calls_store = db.store.calls();
+    let statement = if capped {
+        calls_store.claim_capped_statement()
+    } else {
+        calls_store.claim_statement()
+    };
+    let query = sqlx::query_as(AssertSqlSafe(format!("EXPLAIN {statement}")))
+        .bind(now)
+        .bind(100_i64)
+        .bind(worker.as_str())
+        .bind(lease_until)
+        .bind(serde_json::to_value(&lease).expect("json"))
+        .bind(serde_json::to_value(lease_until).expect("json"))
+        .bind(serde_json::to_value(now).expect("json"));
+    let query = if capped { query.bind(1_i64) } else { query };
+    let rows: Vec<(String,)> = query.fetch_all(pool).await.expect("explain");
     rows.into_iter()
         .map(|(l,)| l)
         .collect::<Vec<_>>()
@@ -72,7 +74,15 @@ async fn claim_plan(db: &common::TestDb, finished: i64, claimable: i64) -> Strin
 #[tokio::test(flavor = "multi_thread")]
 async fn the_claim_uses_the_partial_due_index() {
     let db = db_or_skip!();
-    let plan = claim_plan(&db, 50_000, 2_000).await;
+    let plan = claim_plan(&db, 50_000, 2_000, false).await;
+    assert!(plan.contains("calls_due_idx"), "plan:\n{plan}");
+    assert!(plan.contains("LockRows"), "FOR UPDATE SKIP LOCKED:\n{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_capped_claim_uses_the_partial_due_index() {
+    let db = db_or_skip!();
+    let plan = claim_plan(&db, 50_000, 2_000, true).await;
     assert!(plan.contains("calls_due_idx"), "plan:\n{plan}");
     assert!(plan.contains("LockRows"), "FOR UPDATE SKIP LOCKED:\n{plan}");
 }
@@ -81,7 +91,7 @@ async fn the_claim_uses_the_partial_due_index() {
 #[ignore = "bench-like: builds 1,000,000 rows; run with --ignored"]
 async fn the_claim_uses_the_partial_due_index_at_a_million_rows() {
     let db = db_or_skip!();
-    let plan = claim_plan(&db, 990_000, 10_000).await;
+    let plan = claim_plan(&db, 990_000, 10_000, false).await;
     println!("{plan}");
     assert!(plan.contains("calls_due_idx"), "plan:\n{plan}");
 }

@@ -667,6 +667,30 @@ impl CallStore for CountingStore {
         r
     }
 
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> callcat::Result<Vec<Call>> {
+        let t = Instant::now();
+        let r = self
+            .inner
+            .claim_due_capped(now, limit, worker, lease_until, owner_cap)
+            .await;
+        self.done(8, t);
+        r
+    }
+
+    async fn next_due_capped(&self, owner_cap: u32) -> callcat::Result<callcat::NextDue> {
+        let t = Instant::now();
+        let r = self.inner.next_due_capped(owner_cap).await;
+        self.done(9, t);
+        r
+    }
+
     async fn active_calls_to_number(
         &self,
         scope: &ActiveScope,

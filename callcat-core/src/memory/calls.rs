@@ -36,6 +36,8 @@ struct State {
     due: BTreeSet<(i64, CallId)>,
     /// Active calls by (`scheduled_for` ms, id): list_active's order.
     active: BTreeSet<(i64, CallId)>,
+    /// How many active calls each owner has (owners with none are absent).
+    active_by_owner: HashMap<Owner, u32>,
     /// Calls set aside because their record cannot be opened: in no index, so
     /// never claimed nor counted as active again.
     quarantined: BTreeSet<CallId>,
@@ -69,6 +71,7 @@ impl State {
         }
         if c.status.is_active() {
             self.active.insert((scheduled_key(c), c.id));
+            *self.active_by_owner.entry(c.owner.clone()).or_default() += 1;
         }
         if let Some(p) = &c.provider_call_id {
             self.by_provider_id.insert(p.clone(), c.id);
@@ -79,8 +82,14 @@ impl State {
         if let Some(k) = due_key(c) {
             self.due.remove(&k);
         }
-        if c.status.is_active() {
-            self.active.remove(&(scheduled_key(c), c.id));
+        if c.status.is_active()
+            && self.active.remove(&(scheduled_key(c), c.id))
+            && let Some(n) = self.active_by_owner.get_mut(&c.owner)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.active_by_owner.remove(&c.owner);
+            }
         }
         if let Some(p) = &c.provider_call_id
             && self.by_provider_id.get(p) == Some(&c.id)
@@ -118,6 +127,51 @@ impl State {
                 }
             })
             .collect()
+    }
+
+    /// Whether the capped claim may take `e` now, given the calls of each owner
+    /// it has already taken (`taken`): a lapsed Dispatching call always, any
+    /// other only while its owner has fewer than `cap` active calls.
+    fn capped_allows(&self, e: &Entry, cap: u32, taken: &HashMap<Owner, u32>) -> bool {
+        if e.status == CallStatus::Dispatching {
+            return true;
+        }
+        let active = self.active_by_owner.get(&e.owner).copied().unwrap_or(0);
+        let taken = taken.get(&e.owner).copied().unwrap_or(0);
+        active.saturating_add(taken) < cap
+    }
+
+    /// Leases the calls `due` (already chosen) to `worker`, quarantining those
+    /// that cannot be opened.
+    fn claim_ids(
+        &mut self,
+        due: Vec<CallId>,
+        now: DateTime<Utc>,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Call>> {
+        // A call that cannot be opened (missing key, tampered) is quarantined, so it
+        // neither fails this claim nor comes due again; the others are claimed.
+        let mut opened = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(e) = self.calls.get(&id) else {
+                continue;
+            };
+            match self.open(e) {
+                Ok(c) => opened.push(c),
+                Err(err) => self.quarantine(id, &err),
+            }
+        }
+        let mut claimed = Vec::with_capacity(opened.len());
+        for c in opened {
+            let Some(mut c) = crate::lifecycle::claim(&c, worker, now, lease_until) else {
+                continue;
+            };
+            c.version += 1;
+            self.replace(&c)?;
+            claimed.push(c);
+        }
+        Ok(claimed)
     }
 
     /// Takes a call that cannot be opened out of every index and remembers it.
@@ -477,26 +531,52 @@ impl CallStore for InMemoryCallStore {
             .take(limit as usize)
             .map(|(_, id)| *id)
             .collect();
-        // A call that cannot be opened (missing key, tampered) is quarantined, so it
-        // neither fails this claim nor comes due again; the others are claimed.
-        let mut opened = Vec::with_capacity(due.len());
-        for id in due {
-            let Some(e) = st.calls.get(&id) else { continue };
-            match st.open(e) {
-                Ok(c) => opened.push(c),
-                Err(err) => st.quarantine(id, &err),
+        st.claim_ids(due, now, worker, lease_until)
+    }
+
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> Result<Vec<Call>> {
+        let mut st = self.lock();
+        let now_ms = now.timestamp_millis();
+        let mut taken: HashMap<Owner, u32> = HashMap::new();
+        let mut due = Vec::new();
+        for (at, id) in &st.due {
+            if *at > now_ms || due.len() >= limit as usize {
+                break;
             }
-        }
-        let mut claimed = Vec::with_capacity(opened.len());
-        for c in opened {
-            let Some(mut c) = crate::lifecycle::claim(&c, worker, now, lease_until) else {
+            let Some(e) = st.calls.get(id) else { continue };
+            if !st.capped_allows(e, owner_cap, &taken) {
                 continue;
-            };
-            c.version += 1;
-            st.replace(&c)?;
-            claimed.push(c);
+            }
+            if e.status != CallStatus::Dispatching {
+                *taken.entry(e.owner.clone()).or_default() += 1;
+            }
+            due.push(*id);
         }
-        Ok(claimed)
+        st.claim_ids(due, now, worker, lease_until)
+    }
+
+    async fn next_due_capped(&self, owner_cap: u32) -> Result<crate::store::NextDue> {
+        let st = self.lock();
+        let none = HashMap::new();
+        let mut blocked = false;
+        for (at, id) in &st.due {
+            let Some(e) = st.calls.get(id) else { continue };
+            if st.capped_allows(e, owner_cap, &none) {
+                return Ok(crate::store::NextDue {
+                    at: DateTime::from_timestamp_millis(*at),
+                    blocked,
+                });
+            }
+            blocked = true;
+        }
+        Ok(crate::store::NextDue { at: None, blocked })
     }
 
     async fn list_quarantined(&self) -> Result<Vec<CallId>> {

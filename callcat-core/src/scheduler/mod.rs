@@ -29,7 +29,7 @@ use crate::clock::{Clock, delta};
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner, WorkerId};
 use crate::provider::TelephonyProvider;
-use crate::store::{ActiveScope, CallStore, CallStoreExt};
+use crate::store::{ActiveScope, CallStore, CallStoreExt, NextDue};
 use crate::wakeup::Wakeup;
 
 /// Scheduler settings. Build with [`Scheduler::builder`].
@@ -362,7 +362,29 @@ impl Scheduler {
         Ok(cap.saturating_sub(active.saturating_sub(lapsed)))
     }
 
-    /// Claims calls due by `due_by` (now, or an instant a claim lead ahead).
+    /// The per-owner cap as the store takes it.
+    fn owner_cap(&self) -> Option<u32> {
+        self.inner
+            .config
+            .owner_cap
+            .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+    }
+
+    /// When the next call this scheduler may claim is due, leaving out the
+    /// waiting calls of owners at their cap (`blocked` says some were).
+    async fn next_due(&self) -> Result<NextDue> {
+        match self.owner_cap() {
+            Some(cap) => self.inner.store.next_due_capped(cap).await,
+            None => Ok(NextDue {
+                at: self.inner.store.next_due_at().await?,
+                blocked: false,
+            }),
+        }
+    }
+
+    /// Claims calls due by `due_by` (now, or an instant a claim lead ahead). With
+    /// a per-owner cap, calls of owners at their cap are not claimed at all
+    /// ([`CallStore::claim_due_capped`]), so a backlog waits for free.
     async fn claim(&self, room: usize, due_by: Option<DateTime<Utc>>) -> Result<Vec<Call>> {
         let now = due_by.unwrap_or_else(|| self.inner.clock.now());
         let pending = self.inner.pending.load(std::sync::atomic::Ordering::SeqCst);
@@ -373,10 +395,19 @@ impl Scheduler {
         }
         let lease_until = now + delta(self.inner.config.lease);
         let span = tracing::debug_span!("claim", worker = %self.inner.config.worker, limit);
+        let store = &self.inner.store;
+        let worker = &self.inner.config.worker;
         let claimed = tracing::Instrument::instrument(
-            self.inner
-                .store
-                .claim_due(now, limit, &self.inner.config.worker, lease_until),
+            async {
+                match self.owner_cap() {
+                    Some(cap) => {
+                        store
+                            .claim_due_capped(now, limit, worker, lease_until, cap)
+                            .await
+                    }
+                    None => store.claim_due(now, limit, worker, lease_until).await,
+                }
+            },
             span,
         )
         .await?;
@@ -490,6 +521,8 @@ impl Scheduler {
                 log_results(done);
             }
             let mut at_cap = false;
+            // Some owners' waiting calls were left out: a call ending may free them.
+            let mut blocked = false;
             let target = due_by.take().filter(|t| *t > self.inner.clock.now());
             let step: Result<bool> = async {
                 let room = self.room().await?;
@@ -508,12 +541,19 @@ impl Scheduler {
             let deadline = match step {
                 Ok(true) => continue,
                 Ok(false) if at_cap => now + delta(cfg.cap_recheck),
-                Ok(false) => match self.inner.store.next_due_at().await {
-                    Ok(Some(t)) if t <= now + delta(cfg.max_idle) => {
+                Ok(false) => match self.next_due().await {
+                    Ok(NextDue {
+                        at: Some(t),
+                        blocked: b,
+                    }) if t <= now + delta(cfg.max_idle) => {
+                        blocked = b;
                         next_due = Some(t);
                         t - delta(cfg.claim_lead)
                     }
-                    Ok(_) => now + delta(cfg.max_idle),
+                    Ok(NextDue { blocked: b, .. }) => {
+                        blocked = b;
+                        now + delta(cfg.max_idle)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "next_due_at failed");
                         now + delta(cfg.cap_recheck)
@@ -523,6 +563,13 @@ impl Scheduler {
                     tracing::warn!(error = %e, "claiming failed; retrying shortly");
                     now + delta(cfg.cap_recheck)
                 }
+            };
+            // Blocked owners are freed by a call ending, which the update bus
+            // announces; without a bus, look again after the owner-busy delay.
+            let deadline = if blocked && updates.is_none() {
+                deadline.min(now + delta(cfg.owner_busy_delay))
+            } else {
+                deadline
             };
             let sleep = self.inner.clock.sleep_until(deadline);
             tokio::pin!(sleep);
@@ -542,7 +589,7 @@ impl Scheduler {
                             break false;
                         }
                     }
-                    _ = next_end(&mut updates), if at_cap => break false,
+                    _ = next_end(&mut updates), if at_cap || blocked => break false,
                 }
             };
             if stop {

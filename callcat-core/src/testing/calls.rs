@@ -366,6 +366,78 @@ pub async fn claim_takes_due_calls_in_order_and_sets_the_lease(store: Store) {
     assert_eq!(get(&store, future.id).await.status, CallStatus::Scheduled);
 }
 
+/// `claim_due_capped` skips the new calls of owners at their cap (so they cost
+/// nothing while they wait), takes at most `cap - active` of an owner's calls at
+/// once, always takes a lapsed Dispatching call, and `next_due_capped` says when
+/// the next call it could take is due and whether earlier ones were left out.
+pub async fn capped_claim_skips_owners_at_their_cap(store: Store) {
+    let (a, b, c) = (owner("t1"), owner("t1"), owner("t2"));
+    let ringing = create(&store, &scheduled_call(&a, at(1))).await;
+    let mut r = ringing.clone();
+    r.status = CallStatus::Ringing;
+    r.next_action_at = None;
+    let ringing = store.update(&r).await.expect("to ringing");
+    let a10 = create(&store, &scheduled_call(&a, at(10))).await;
+    let a11 = create(&store, &scheduled_call(&a, at(11))).await;
+    let a12 = create(&store, &scheduled_call(&a, at(12))).await;
+    let b20 = create(&store, &scheduled_call(&b, at(20))).await;
+    let c30 = create(&store, &scheduled_call(&c, at(30))).await;
+    let c31 = create(&store, &scheduled_call(&c, at(31))).await;
+    let c32 = create(&store, &scheduled_call(&c, at(32))).await;
+    let ids = |calls: &[Call]| calls.iter().map(|c| c.id).collect::<Vec<_>>();
+
+    // a is at a cap of 1: its calls are left out, b's is next.
+    let next = store.next_due_capped(1).await.expect("next due");
+    assert_eq!((next.at, next.blocked), (Some(at(20)), true));
+
+    let w = WorkerId::new("w1");
+    let claimed = store
+        .claim_due_capped(at(100), 10, &w, at(160), 1)
+        .await
+        .expect("capped claim");
+    assert_eq!(
+        ids(&claimed),
+        vec![b20.id, c30.id],
+        "one per owner below the cap"
+    );
+    for call in &claimed {
+        assert_eq!(call.status, CallStatus::Dispatching);
+        assert_same_record(&get(&store, call.id).await, call);
+    }
+
+    // With a cap of 2, a and c (one active each) may start one more each.
+    let claimed = store
+        .claim_due_capped(at(100), 10, &w, at(160), 2)
+        .await
+        .expect("capped claim, cap 2");
+    assert_eq!(ids(&claimed), vec![a10.id, c31.id]);
+    let next = store.next_due_capped(2).await.expect("next due");
+    assert_eq!(
+        (next.at, next.blocked),
+        (Some(at(160)), true),
+        "only the leased calls remain claimable; a's and c's waiting calls are left out"
+    );
+
+    // a's ringing call ends: its next call is due again, nothing before it waits.
+    complete(&store, &ringing, at(120)).await;
+    let next = store.next_due_capped(2).await.expect("next due");
+    assert_eq!((next.at, next.blocked), (Some(at(11)), false));
+
+    // After the leases lapse, every lapsed Dispatching call is claimable whatever
+    // the cap; a's and c's waiting calls are not (each owner still has active calls).
+    let w2 = WorkerId::new("w2");
+    let claimed = store
+        .claim_due_capped(at(200), 10, &w2, at(300), 1)
+        .await
+        .expect("claim lapsed");
+    let got: HashSet<CallId> = ids(&claimed).into_iter().collect();
+    let lapsed: HashSet<CallId> = [a10.id, b20.id, c30.id, c31.id].into_iter().collect();
+    assert_eq!(got, lapsed);
+    for id in [a11.id, a12.id, c32.id] {
+        assert_eq!(get(&store, id).await.status, CallStatus::Scheduled);
+    }
+}
+
 /// 8 concurrent claimers over 1,000 due calls: each call is claimed exactly once.
 pub async fn claim_is_exclusive_under_concurrency(store: Store) {
     let o = owner("t1");

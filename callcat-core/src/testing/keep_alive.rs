@@ -91,6 +91,21 @@ impl<S: CallStore + ?Sized, G: Send + Sync + 'static> CallStore for KeepAlive<S,
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due_at().await
     }
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> Result<Vec<Call>> {
+        self.inner
+            .claim_due_capped(now, limit, worker, lease_until, owner_cap)
+            .await
+    }
+    async fn next_due_capped(&self, owner_cap: u32) -> Result<crate::store::NextDue> {
+        self.inner.next_due_capped(owner_cap).await
+    }
     async fn list_quarantined(&self) -> Result<Vec<CallId>> {
         self.inner.list_quarantined().await
     }

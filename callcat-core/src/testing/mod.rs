@@ -42,6 +42,7 @@ macro_rules! call_store_conformance_tests {
             idempotent_create_returns_the_first_call,
             claim_takes_due_calls_in_order_and_sets_the_lease,
             claim_is_exclusive_under_concurrency,
+            capped_claim_skips_owners_at_their_cap,
             expired_lease_is_reclaimable,
             next_due_at_is_the_earliest_claimable_time,
             list_active_by_scope,
