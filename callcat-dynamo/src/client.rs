@@ -219,6 +219,42 @@ impl Ctx {
         Ok(items)
     }
 
+    /// Runs `spec` page by page (`page` items read per request), keeping the
+    /// items `keep` accepts, until `want` were kept or the range is exhausted.
+    /// `keep` sees every item read, in index order (so it can note what it skipped).
+    pub(crate) async fn query_keeping(
+        &self,
+        spec: &QuerySpec,
+        want: usize,
+        page: usize,
+        mut keep: impl FnMut(&Item) -> bool + Send,
+    ) -> crate::error::DResult<Vec<Item>> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut start: Option<Item> = None;
+        while items.len() < want {
+            let req = self
+                .query(spec, start.take())
+                .scan_index_forward(spec.forward)
+                .limit(i32::try_from(page.clamp(1, 1000)).unwrap_or(1000))
+                .send();
+            let out = self
+                .send(crate::metrics::OpKind::Read, req)
+                .await
+                .map_err(|e| crate::error::DynamoError::sdk("Query", e))?;
+            let last = out.last_evaluated_key().cloned();
+            for item in out.items.unwrap_or_default() {
+                if items.len() < want && keep(&item) {
+                    items.push(item);
+                }
+            }
+            match last {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
     /// The Query request for `spec`, one page from `start`, with capacity reported.
     fn query(
         &self,

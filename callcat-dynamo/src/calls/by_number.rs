@@ -38,7 +38,7 @@ impl DynamoCallStore {
 
     /// The queries over the active indexes that cover `scope`, filtered to the
     /// blind `indexes` of a number (or items without one) when any are given.
-    fn active_specs(&self, scope: &ActiveScope, indexes: &[String]) -> Vec<QuerySpec> {
+    pub(super) fn active_specs(&self, scope: &ActiveScope, indexes: &[String]) -> Vec<QuerySpec> {
         let spec = |index: &'static str, key_attr: &str, key: String, owner: Option<String>| {
             let mut e = Expr::new();
             let cond = format!("{} = {}", e.name(key_attr), e.value(s(key)));

@@ -9,16 +9,17 @@
 //! worker won that call: it is skipped. So no call is ever claimed twice, and the
 //! claims spread over `shards` partitions instead of one hot one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use callcat_core::{Call, CallId, WorkerId};
+use callcat_core::store::NextDue;
+use callcat_core::{ActiveScope, Call, CallId, CallStatus, WorkerId};
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
 
 use super::DynamoCallStore;
 use super::item::{CLAIMABLE, attr, call_pk, due_shard, index, update_expression};
-use crate::client::{Expr, QuerySpec, get_n, get_s, n, s};
+use crate::client::{Expr, Item, QuerySpec, get_n, get_s, n, s};
 use crate::error::{DResult, DynamoError};
 use crate::metrics::OpKind;
 
@@ -29,6 +30,41 @@ const ROUNDS: usize = 3;
 struct Candidate {
     due_ms: i64,
     call: Call,
+}
+
+/// Items read per request while skipping the due calls of owners at their cap.
+const SKIP_PAGE: usize = 100;
+
+/// Each owner's active calls, for the capped claim: a new call of an owner with
+/// `cap` or more is skipped; a lapsed Dispatching call never is.
+struct OwnerLoad {
+    cap: u32,
+    active: HashMap<String, u32>,
+}
+
+impl OwnerLoad {
+    fn at_cap(&self, owner_key: &str, taken: u32) -> bool {
+        let active = self.active.get(owner_key).copied().unwrap_or(0);
+        active.saturating_add(taken) >= self.cap
+    }
+
+    /// Whether a due item (not yet opened) belongs to an owner at the cap.
+    fn blocks_item(&self, item: &Item) -> bool {
+        if get_s(item, attr::STATUS) == Some(CallStatus::Dispatching.as_str()) {
+            return false;
+        }
+        get_s(item, attr::OWNER).is_some_and(|o| self.at_cap(o, 0))
+    }
+
+    /// Whether `call` must wait, given the calls of each owner taken already.
+    fn blocks_call(&self, call: &Call, taken: &HashMap<String, u32>) -> bool {
+        if call.status == CallStatus::Dispatching {
+            return false;
+        }
+        let key = call.owner.key();
+        let taken = taken.get(&key).copied().unwrap_or(0);
+        self.at_cap(&key, taken)
+    }
 }
 
 impl DynamoCallStore {
@@ -53,18 +89,44 @@ impl DynamoCallStore {
         }
     }
 
-    /// Due candidates from every shard, earliest first, without the ones in `skip`.
+    /// Every owner's active calls (the active indexes), for the capped claim.
+    async fn owner_load(&self, cap: u32) -> DResult<OwnerLoad> {
+        let specs = self.active_specs(&ActiveScope::All, &[]);
+        let pages =
+            try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, usize::MAX))).await?;
+        let mut active: HashMap<String, u32> = HashMap::new();
+        for item in pages.iter().flatten() {
+            if let Some(o) = get_s(item, attr::OWNER) {
+                *active.entry(o.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(OwnerLoad { cap, active })
+    }
+
+    /// Due candidates from every shard, earliest first, without the ones in `skip`
+    /// and (with `load`) without the new calls of owners at their cap, which are
+    /// read past but never opened.
     async fn due_candidates(
         &self,
         now_ms: i64,
         per_shard: usize,
         skip: &HashSet<CallId>,
+        load: Option<&OwnerLoad>,
     ) -> DResult<(Vec<Candidate>, bool)> {
         let specs: Vec<QuerySpec> = (0..self.shards)
             .map(|sh| self.due_spec(sh, Some(now_ms)))
             .collect();
-        let pages =
-            try_join_all(specs.iter().map(|sp| self.ctx.query_items(sp, per_shard))).await?;
+        let pages = try_join_all(specs.iter().map(|sp| async move {
+            match load {
+                Some(load) => {
+                    self.ctx
+                        .query_keeping(sp, per_shard, SKIP_PAGE, |item| !load.blocks_item(item))
+                        .await
+                }
+                None => self.ctx.query_items(sp, per_shard).await,
+            }
+        }))
+        .await?;
         let maybe_more = pages.iter().any(|p| p.len() >= per_shard);
         let mut out = Vec::new();
         for item in pages.into_iter().flatten() {
@@ -185,15 +247,23 @@ impl DynamoCallStore {
         }
     }
 
+    /// The claim; with `owner_cap`, the capped claim (`CallStore::claim_due_capped`).
     pub(super) async fn claim_due_inner(
         &self,
         now: DateTime<Utc>,
         limit: u32,
         worker: &WorkerId,
         lease_until: DateTime<Utc>,
+        owner_cap: Option<u32>,
     ) -> DResult<Vec<Call>> {
         let now_ms = now.timestamp_millis();
         let limit = limit as usize;
+        let load = match owner_cap {
+            Some(cap) => Some(self.owner_load(cap).await?),
+            None => None,
+        };
+        // New calls of each owner taken by this claim.
+        let mut taken: HashMap<String, u32> = HashMap::new();
         let mut claimed: Vec<(i64, Call)> = Vec::new();
         let mut first_error: Option<DynamoError> = None;
         let mut tried: HashSet<CallId> = HashSet::new();
@@ -204,17 +274,28 @@ impl DynamoCallStore {
             }
             // Calls tried before may still show in the (eventually consistent) index.
             let per_shard = (want + tried.len()).min(1000);
-            let (candidates, maybe_more) = self.due_candidates(now_ms, per_shard, &tried).await?;
-            let batch: Vec<Candidate> = candidates
-                .into_iter()
-                .filter(|c| {
-                    c.call.status.is_claimable()
-                        && c.call
-                            .next_action_at
-                            .is_some_and(|t| t.timestamp_millis() <= now_ms)
-                })
-                .take(want)
-                .collect();
+            let (candidates, maybe_more) = self
+                .due_candidates(now_ms, per_shard, &tried, load.as_ref())
+                .await?;
+            let mut batch: Vec<Candidate> = Vec::new();
+            for c in candidates {
+                let due = c.call.status.is_claimable()
+                    && c.call
+                        .next_action_at
+                        .is_some_and(|t| t.timestamp_millis() <= now_ms);
+                if !due || batch.len() >= want {
+                    continue;
+                }
+                if let Some(load) = &load {
+                    if load.blocks_call(&c.call, &taken) {
+                        continue;
+                    }
+                    if c.call.status != CallStatus::Dispatching {
+                        *taken.entry(c.call.owner.key()).or_default() += 1;
+                    }
+                }
+                batch.push(c);
+            }
             if batch.is_empty() {
                 break;
             }
@@ -251,6 +332,45 @@ impl DynamoCallStore {
         }
         claimed.sort_by_key(|(due, c)| (*due, c.id));
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// `CallStore::next_due_capped`: per shard, the first due item not of an owner
+    /// at `cap`, noting the earliest one skipped.
+    pub(super) async fn next_due_capped_inner(&self, cap: u32) -> DResult<NextDue> {
+        let load = self.owner_load(cap).await?;
+        let load = &load;
+        let per_shard = try_join_all((0..self.shards).map(|sh| async move {
+            let spec = self.due_spec(sh, None);
+            let mut skipped: Option<i64> = None;
+            let found = self
+                .ctx
+                .query_keeping(&spec, 1, SKIP_PAGE, |item| {
+                    if load.blocks_item(item) {
+                        let at = get_n::<i64>(item, attr::DUE_AT).unwrap_or(i64::MAX);
+                        skipped = Some(skipped.map_or(at, |s| s.min(at)));
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .await?;
+            let at = found
+                .first()
+                .and_then(|item| get_n::<i64>(item, attr::DUE_AT));
+            DResult::Ok((at, skipped))
+        }))
+        .await?;
+        let at = per_shard.iter().filter_map(|(at, _)| *at).min();
+        let skipped = per_shard.iter().filter_map(|(_, s)| *s).min();
+        let blocked = match (skipped, at) {
+            (Some(s), Some(a)) => s <= a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        Ok(NextDue {
+            at: at.and_then(DateTime::from_timestamp_millis),
+            blocked,
+        })
     }
 
     pub(super) async fn next_due_at_inner(&self) -> DResult<Option<DateTime<Utc>>> {

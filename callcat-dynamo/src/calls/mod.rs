@@ -659,8 +659,25 @@ impl CallStore for DynamoCallStore {
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<Call>> {
         Ok(self
-            .claim_due_inner(now, limit, worker, lease_until)
+            .claim_due_inner(now, limit, worker, lease_until, None)
             .await?)
+    }
+
+    async fn claim_due_capped(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: u32,
+    ) -> Result<Vec<Call>> {
+        Ok(self
+            .claim_due_inner(now, limit, worker, lease_until, Some(owner_cap))
+            .await?)
+    }
+
+    async fn next_due_capped(&self, owner_cap: u32) -> Result<callcat_core::store::NextDue> {
+        Ok(self.next_due_capped_inner(owner_cap).await?)
     }
 
     async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
