@@ -7,7 +7,8 @@
 //! scripts/bench [scenario ...]   # starts PostgreSQL and moto, runs them all (or the named ones)
 //! ```
 //!
-//! Scenarios: `due-lag`, `burn-down`, `live-calls`, `webhooks`, `dynamo-cost`, `idle`, `machine`.
+//! Scenarios: `due-lag`, `burn-down`, `live-calls`, `webhooks`, `dynamo-cost`, `idle`,
+//! `fairness`, `machine`.
 //! PostgreSQL comes from `CALLCAT_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`, a fresh schema per run), DynamoDB
 //! from `CALLCAT_TEST_DYNAMO_ENDPOINT` (fresh tables per run).
@@ -20,6 +21,8 @@ mod common;
 mod due_lag;
 #[path = "bench/dynamo_cost.rs"]
 mod dynamo_cost;
+#[path = "bench/fairness.rs"]
+mod fairness;
 #[path = "bench/idle.rs"]
 mod idle;
 #[path = "bench/live_calls.rs"]
@@ -31,7 +34,7 @@ mod webhooks;
 
 use common::{Backend, Opts, Res, emit, fail, machine};
 
-const USAGE: &str = "usage: bench <due-lag|burn-down|live-calls|webhooks|dynamo-cost|idle|machine> \
+const USAGE: &str = "usage: bench <due-lag|burn-down|live-calls|webhooks|dynamo-cost|idle|fairness|machine> \
                      [--backend memory|postgres|dynamo] [--option value ...]";
 
 fn main() -> Res<()> {
@@ -68,6 +71,7 @@ async fn run(scenario: &str, opts: &Opts) -> Res<()> {
         "dynamo-cost" => dynamo_cost::run(backend(Backend::Dynamo)?, opts).await,
         "idle" => idle::run(backend(Backend::Postgres)?, opts).await,
         "webhooks" => webhooks::run(backend(Backend::Memory)?, opts).await,
+        "fairness" => fairness::run(backend(Backend::Memory)?, opts).await,
         "machine" => {
             emit("machine", "-", serde_json::json!({}), machine());
             Ok(())

@@ -513,6 +513,9 @@ pub struct CountingStore {
     inner: Arc<dyn CallStore>,
     counts: [AtomicU64; 12],
     micros: [AtomicU64; 12],
+    /// Answer the capped claim as a store without one would (the trait's
+    /// defaults: claim everything due; the scheduler defers after the claim).
+    uncapped: bool,
 }
 
 impl CountingStore {
@@ -521,6 +524,18 @@ impl CountingStore {
             inner,
             counts: Default::default(),
             micros: Default::default(),
+            uncapped: false,
+        })
+    }
+
+    /// Counts like [`CountingStore::new`], but hides the store's capped claim, for
+    /// comparison with the claim-then-defer path.
+    pub fn without_capped_claim(inner: Arc<dyn CallStore>) -> Arc<CountingStore> {
+        Arc::new(CountingStore {
+            inner,
+            counts: Default::default(),
+            micros: Default::default(),
+            uncapped: true,
         })
     }
 
@@ -676,17 +691,27 @@ impl CallStore for CountingStore {
         owner_cap: u32,
     ) -> callcat::Result<Vec<Call>> {
         let t = Instant::now();
-        let r = self
-            .inner
-            .claim_due_capped(now, limit, worker, lease_until, owner_cap)
-            .await;
+        let r = if self.uncapped {
+            self.inner.claim_due(now, limit, worker, lease_until).await
+        } else {
+            self.inner
+                .claim_due_capped(now, limit, worker, lease_until, owner_cap)
+                .await
+        };
         self.done(8, t);
         r
     }
 
     async fn next_due_capped(&self, owner_cap: u32) -> callcat::Result<callcat::NextDue> {
         let t = Instant::now();
-        let r = self.inner.next_due_capped(owner_cap).await;
+        let r = if self.uncapped {
+            self.inner
+                .next_due_at()
+                .await
+                .map(|at| callcat::NextDue { at, blocked: false })
+        } else {
+            self.inner.next_due_capped(owner_cap).await
+        };
         self.done(9, t);
         r
     }
