@@ -2,6 +2,8 @@
 //! status chosen from the core [`ErrorKind`], and a JSON body extractor whose
 //! rejections use the same shape.
 
+use std::collections::BTreeSet;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -198,16 +200,61 @@ pub fn payload_too_large() -> ApiError {
     )
 }
 
-/// Parses a JSON body, naming the field when the problem is in one.
+/// Parses a JSON body, naming the field when the problem is in one. A field
+/// the request does not have is a 400 naming it (a misspelled `scheduledAt`
+/// must not silently mean "now").
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut unknown = BTreeSet::new();
+    let mut note = |p: serde_ignored::Path<'_>| {
+        unknown.insert(clean_path(&p.to_string()));
+    };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| deserialize_error(e, || culprit::<T>(bytes)))
+    let value = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut note))
+        .map_err(|e| deserialize_error(e, || culprit::<T>(bytes)))?;
+    reject_unknown(&unknown)?;
+    Ok(value)
 }
 
 /// Reads `T` from an already parsed JSON value, naming the field when the
-/// problem is in one (as [`parse_json`]).
+/// problem is in one (as [`parse_json`]), and rejecting unknown fields.
 pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| deserialize_error(e, || None))
+    let (v, unknown) = from_value_noting_unknown(value)?;
+    reject_unknown(&unknown)?;
+    Ok(v)
+}
+
+/// [`from_value`] that returns the paths of the fields `T` does not have
+/// instead of rejecting them (for a body read as several parts: a field is
+/// unknown only when no part has it).
+pub fn from_value_noting_unknown<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(T, BTreeSet<String>), ApiError> {
+    let mut unknown = BTreeSet::new();
+    let mut note = |p: serde_ignored::Path<'_>| {
+        unknown.insert(clean_path(&p.to_string()));
+    };
+    let v = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(value, &mut note))
+        .map_err(|e| deserialize_error(e, || None))?;
+    Ok((v, unknown))
+}
+
+/// serde_ignored's path without its `?` steps (an `Option`'s `Some`).
+fn clean_path(p: &str) -> String {
+    p.split('.')
+        .filter(|s| *s != "?" && !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// 400 naming the first unknown field, if any.
+pub fn reject_unknown(unknown: &BTreeSet<String>) -> Result<(), ApiError> {
+    match unknown.iter().next() {
+        Some(field) => Err(ApiError::validation(
+            field.clone(),
+            format!("unknown field `{field}`"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The answer to a body that does not deserialize; `fallback` names the field

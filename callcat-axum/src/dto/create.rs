@@ -2,7 +2,7 @@
 //! with call windows) and how it is placed ([`CallPlan`]), mapped onto the
 //! engine's default call template.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use callcat_core::{CallTemplate, Engine, NewCall};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::dial_window::DialWindowFields;
 use super::retry::{self, RetryOnFields};
 use super::{from_ms, phone};
-use crate::error::{ApiError, from_value};
+use crate::error::{ApiError, from_value_noting_unknown, reject_unknown};
 
 fn required(field: &str, v: Option<String>) -> Result<String, ApiError> {
     v.ok_or_else(|| ApiError::validation(field, format!("{field} is required")))
@@ -142,10 +142,19 @@ impl CreateCallRequest {
                 "the body must be a JSON object",
             ));
         }
-        Ok(CreateCallRequest {
-            call: from_value(body)?,
-            plan: from_value(body)?,
-        })
+        let (call, not_call) = from_value_noting_unknown::<CallFields>(body)?;
+        let (plan, not_plan) = from_value_noting_unknown::<CallPlan>(body)?;
+        // Unknown to both parts: the one that owns a field's top-level key knows
+        // the rest of its path (`retryOn.noAnswr` is reported by the call part).
+        let top = |p: &String| p.split('.').next().unwrap_or_default().to_owned();
+        let unknown: BTreeSet<String> = not_call
+            .iter()
+            .filter(|p| not_plan.contains(&top(p)))
+            .chain(not_plan.iter().filter(|p| not_call.contains(&top(p))))
+            .cloned()
+            .collect();
+        reject_unknown(&unknown)?;
+        Ok(CreateCallRequest { call, plan })
     }
 
     /// The core request, built from `engine`'s defaults, and what to start.

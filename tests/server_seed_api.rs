@@ -1,0 +1,182 @@
+//! Seed 001's API details, end to end over HTTP (in-memory storage, the
+//! simulator, a manual clock): unknown JSON fields are refused naming the field,
+//! and the call list pages over HTTP return each call once, in order.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use callcat::Clock as _;
+use common::TestServer;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn call_body(extra: Value) -> Value {
+    let mut b = json!({"calleeName": "Ada Lovelace", "phoneNumber": "+14155552671",
+                       "subject": "Delivery follow-up", "prompt": "Ask whether the parcel arrived."});
+    for (k, v) in extra.as_object().expect("object") {
+        b[k] = v.clone();
+    }
+    b
+}
+
+fn now_ms(s: &TestServer) -> i64 {
+    s.clock.now().timestamp_millis()
+}
+
+async fn listed(s: &TestServer, token: &str) -> usize {
+    let (st, list) = s.get("/api/calls?limit=100", token).await;
+    assert_eq!(st, 200, "{list}");
+    list["calls"].as_array().expect("calls").len()
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_naming_the_field_and_nothing_is_stored() {
+    let s = TestServer::start().await;
+    let ada = s.token("ada");
+    let in_an_hour = now_ms(&s) + 3_600_000;
+
+    // A misspelled `scheduledAt` would otherwise mean "dial now".
+    let (st, err) = s
+        .post(
+            "/api/calls",
+            &ada,
+            call_body(json!({"scheduledAtt": in_an_hour})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["code"], "validation");
+    assert_eq!(err["error"]["field"], "scheduledAtt");
+
+    // Nested objects name the whole path.
+    let (st, err) = s
+        .post(
+            "/api/calls",
+            &ada,
+            call_body(json!({"retryOn": {"noAnswr": false}})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "retryOn.noAnswr");
+    let (st, err) = s
+        .post(
+            "/api/calls",
+            &ada,
+            call_body(json!({"dialWindow": {"weekdays": ["mon"], "start": "09:00",
+                                            "end": "17:00", "timeZone": "Europe/Berlin"}})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "dialWindow.timeZone");
+    assert_eq!(listed(&s, &ada).await, 0, "a refused request stored a call");
+
+    // Known fields of both parts of the body are accepted together.
+    let (st, call) = s
+        .post(
+            "/api/calls",
+            &ada,
+            call_body(json!({"scheduledAt": in_an_hour, "retryOn": {"noAnswer": false}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{call}");
+    let id = call["callId"].as_str().expect("id").to_owned();
+
+    // Editing and the other bodies refuse unknown fields too.
+    let (st, err) = s
+        .send(
+            Method::PUT,
+            &format!("/api/calls/{id}"),
+            Some(&ada),
+            Some(json!({"subjekt": "Changed"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "subjekt");
+    assert_eq!(s.call(&ada, &id).await["subject"], "Delivery follow-up");
+    let (st, err) = s
+        .post(
+            "/api/call-windows",
+            &ada,
+            json!({"kind": "recurring", "weekdays": ["mon"], "start": "09:00", "end": "10:00",
+                   "call": call_body(json!({"maxAttempt": 2}))}),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "call.maxAttempt");
+    let admin = s.admin_token("root");
+    let (st, err) = s
+        .post(
+            "/api/do-not-call",
+            &admin,
+            json!({"phoneNumber": "+14155552671", "reason": "asked"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "reason");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn paging_over_http_returns_every_call_once_in_order_in_both_views() {
+    let s = TestServer::start().await;
+    let ada = s.token("ada");
+    let start = now_ms(&s) + 3_600_000;
+    let mut created = Vec::new();
+    for i in 0..45i64 {
+        // Due in reverse creation order, so the list's order is not the ids'.
+        let at = start + (45 - i) * 60_000;
+        let (st, c) = s
+            .post("/api/calls", &ada, call_body(json!({"scheduledAt": at})))
+            .await;
+        assert_eq!(st, 201, "{c}");
+        created.push((at, c["callId"].as_str().expect("id").to_owned()));
+    }
+    created.sort();
+    let expected: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
+    let upcoming = pages(&s, &ada, "/api/calls?limit=20").await;
+    assert_eq!(upcoming.0, expected, "upcoming: soonest first, each once");
+    assert_eq!(upcoming.1, 3, "45 calls in pages of 20");
+
+    // Cancel them all: the finished view pages the same calls.
+    for id in &expected {
+        let (st, body) = s
+            .post(&format!("/api/calls/{id}/cancel"), &ada, json!({}))
+            .await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let (ids, pages_seen) = pages(&s, &ada, "/api/calls?view=finished&limit=20").await;
+    assert_eq!(pages_seen, 3);
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 45, "every call once: {ids:?}");
+    assert_eq!(
+        unique,
+        expected.iter().collect::<BTreeSet<_>>(),
+        "the same calls"
+    );
+    s.stop().await;
+}
+
+/// Follows `nextCursor` from `first`; returns the ids in order and the page count.
+async fn pages(s: &TestServer, token: &str, first: &str) -> (Vec<String>, usize) {
+    let mut ids = Vec::new();
+    let mut path = first.to_owned();
+    let mut n = 0;
+    loop {
+        let (st, page) = s.get(&path, token).await;
+        assert_eq!(st, 200, "{page}");
+        n += 1;
+        let calls = page["calls"].as_array().expect("calls");
+        assert!(calls.len() <= 20, "a page over the limit");
+        ids.extend(
+            calls
+                .iter()
+                .map(|c| c["callId"].as_str().expect("id").to_owned()),
+        );
+        match page["nextToken"].as_str() {
+            // The token is URL-safe base64.
+            Some(c) => path = format!("{first}&nextToken={c}"),
+            None => return (ids, n),
+        }
+        assert!(n < 10, "paging does not end");
+    }
+}
