@@ -180,3 +180,147 @@ async fn pages(s: &TestServer, token: &str, first: &str) -> (Vec<String>, usize)
         assert!(n < 10, "paging does not end");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_call_can_be_requeued_with_fresh_attempts_and_its_history_kept() {
+    let s = TestServer::start().await;
+    let ada = s.token("ada");
+    let bob = s.token("bob");
+    let id = s
+        .create_call(&ada, json!({"simulate": "no_answer"}), 1)
+        .await;
+    s.wait_status(&ada, &id, "RINGING").await;
+    s.advance(std::time::Duration::from_secs(5));
+    let failed = s.wait_status(&ada, &id, "FAILED").await;
+    assert_eq!(failed["attempts"], 1);
+
+    // Only the owner, and only a FAILED or EXPIRED call.
+    let requeue = format!("/api/calls/{id}/requeue");
+    let (st, _) = s.post(&requeue, &bob, json!({})).await;
+    assert_eq!(st, 404);
+    let later = now_ms(&s) + 60_000;
+    let (st, err) = s
+        .post(
+            &requeue,
+            &ada,
+            json!({"scheduledAt": later, "notAfter": later - 1}),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "notAfter");
+
+    // Back to SCHEDULED in a minute, with fresh attempts and the history kept.
+    let (st, again) = s.post(&requeue, &ada, json!({"scheduledAt": later})).await;
+    assert_eq!(st, 200, "{again}");
+    assert_eq!(again["status"], "SCHEDULED");
+    assert_eq!(again["attempts"], 0);
+    assert_eq!(again["scheduledAt"], later);
+    assert!(again["outcome"].is_null(), "{again}");
+    assert_eq!(again["attemptHistory"].as_array().map(Vec::len), Some(1));
+    let (st, _) = s.post(&requeue, &ada, json!({})).await;
+    assert_eq!(st, 409, "a SCHEDULED call is not requeued");
+
+    // This time the callee answers: dialed at its new time, completed.
+    let (st, edited) = s
+        .send(
+            Method::PUT,
+            &format!("/api/calls/{id}"),
+            Some(&ada),
+            Some(json!({"metadata": {"simulate": "answered", "simulate_talk_ms": 1000}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{edited}");
+    s.clock
+        .set(callcat::chrono::DateTime::from_timestamp_millis(later).expect("time"));
+    s.wait_status(&ada, &id, "RINGING").await;
+    s.advance(std::time::Duration::from_secs(10));
+    let done = s.wait_status(&ada, &id, "COMPLETED").await;
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["attemptHistory"].as_array().map(Vec::len), Some(2));
+    let sim = s.simulator.as_ref().expect("simulator");
+    assert_eq!(sim.dial_count(id.parse().expect("id")), 2);
+    let (st, _) = s.post(&requeue, &ada, json!({})).await;
+    assert_eq!(st, 409, "a COMPLETED call is not requeued");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn transcript_segments_are_appended_over_http() {
+    let s = TestServer::start().await;
+    let ada = s.token("ada");
+    let bob = s.token("bob");
+    let later = now_ms(&s) + 3_600_000;
+    let (st, call) = s
+        .post("/api/calls", &ada, call_body(json!({"scheduledAt": later})))
+        .await;
+    assert_eq!(st, 201, "{call}");
+    let path = format!(
+        "/api/calls/{}/transcript/segments",
+        call["callId"].as_str().expect("id")
+    );
+    let first = json!({"segments": [
+        {"role": "agent", "text": "Hello, this is the clinic.", "startMs": 0, "endMs": 1800},
+        {"role": "user", "text": "Hi!", "startMs": 2000, "endMs": 2400}
+    ]});
+    let (st, t) = s.post(&path, &ada, first.clone()).await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["segments"].as_array().map(Vec::len), Some(2));
+    // Sent again (a retry) plus one more: only the new one is added.
+    let mut more = first.clone();
+    more["segments"]
+        .as_array_mut()
+        .expect("array")
+        .push(json!({"role": "agent", "text": "Can you come on Tuesday?"}));
+    let (st, t) = s.post(&path, &ada, more).await;
+    assert_eq!(st, 200, "{t}");
+    let said: Vec<&str> = t["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .map(|x| x["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            "Hello, this is the clinic.",
+            "Hi!",
+            "Can you come on Tuesday?"
+        ]
+    );
+    assert!(
+        t["transcriptText"]
+            .as_str()
+            .is_some_and(|x| x.contains("user: Hi!")),
+        "{t}"
+    );
+
+    // Bad input is a 400 naming the field, and another user's call is 404.
+    for (body, field) in [
+        (json!({"segments": []}), "segments"),
+        (
+            json!({"segments": [{"role": "bot", "text": "x"}]}),
+            "segments[0].role",
+        ),
+        (
+            json!({"segments": [{"role": "user", "text": "x", "startMs": 5, "endMs": 1}]}),
+            "segments[0].endMs",
+        ),
+        (
+            json!({"segments": [{"role": "user", "text": "x", "speaker": "me"}]}),
+            "segments.0.speaker",
+        ),
+    ] {
+        let (st, err) = s.post(&path, &ada, body).await;
+        assert_eq!(st, 400, "{err}");
+        assert_eq!(err["error"]["field"], field);
+    }
+    let (st, _) = s
+        .post(
+            &path,
+            &bob,
+            json!({"segments": [{"role": "user", "text": "x"}]}),
+        )
+        .await;
+    assert_eq!(st, 404);
+    s.stop().await;
+}

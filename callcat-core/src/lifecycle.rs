@@ -65,6 +65,9 @@ pub enum LifecycleEvent {
     Expire,
     /// Given up for a reason of callcat's own (stale, interrupted dial).
     Fail,
+    /// Its owner sends a failed or expired call back to be placed again, with
+    /// fresh attempts (the dead-letter requeue).
+    Requeue,
 }
 
 /// Why an event changed nothing.
@@ -198,6 +201,8 @@ pub fn transition(from: CallStatus, event: &LifecycleEvent) -> Result<Transition
         (E::Fail, Dispatching | Ringing | InProgress | Canceling) => To(Failed),
         (E::Fail, Failed) => Ignore(Duplicate),
 
+        (E::Requeue, Failed | Expired) => To(Scheduled),
+
         _ => {
             return Err(TransitionError {
                 from,
@@ -239,6 +244,7 @@ mod tests {
             E::Analyzed,
             E::Expire,
             E::Fail,
+            E::Requeue,
         ];
         for o in outcomes {
             v.push(E::Ended {
@@ -340,6 +346,10 @@ mod tests {
                 Failed => Ignore(Duplicate),
                 _ => return None,
             },
+            E::Requeue => match from {
+                Failed | Expired => To(Scheduled),
+                _ => return None,
+            },
         })
     }
 
@@ -365,9 +375,14 @@ mod tests {
 
     #[test]
     fn terminal_statuses_never_move_to_another_status() {
+        // The one exit: its owner requeues a FAILED or EXPIRED call (dead letter).
         for from in CallStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for e in all_events() {
                 if let Ok(Transition::To(to)) = transition(from, &e) {
+                    if e == LifecycleEvent::Requeue {
+                        assert!(matches!(from, Failed | Expired) && to == Scheduled);
+                        continue;
+                    }
                     assert_eq!(to, from, "{from:?} + {e:?} left a terminal status");
                 }
             }

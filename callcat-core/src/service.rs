@@ -4,17 +4,20 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::apply::enter;
 use crate::bus::UpdateBus;
 use crate::call::{Call, CallOutcome, CallStatus};
 use crate::caller_numbers::CallerNumbers;
-use crate::clock::Clock;
+use crate::clock::{Clock, to_millis_precision};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{CallId, Owner};
 use crate::lifecycle::{LifecycleEvent, Transition, transition};
 use crate::new_call::{CallEdit, Limits, NewCall};
 use crate::provider::TelephonyProvider;
 use crate::store::{CallStore, CallStoreExt, Created, ListQuery, Page};
+use crate::time::check_range;
 use crate::wakeup::Wakeup;
 
 const CAS_ATTEMPTS: u32 = 8;
@@ -136,6 +139,69 @@ impl CallService {
                 }
                 self.check_with_provider(&next)?;
                 Ok(Some(next))
+            })
+            .await?;
+        self.publish(&c);
+        self.wakeup.wake();
+        Ok(c)
+    }
+
+    /// Sends a FAILED or EXPIRED call back to be placed again (the dead-letter
+    /// requeue): SCHEDULED for `at` (default now) with fresh attempts and a new
+    /// `not_after` (default none), its attempt history kept. The last attempt's
+    /// result (outcome, provider call id, times, error) is cleared, so a late
+    /// provider event of the old attempt matches nothing. Any other status is
+    /// `InvalidTransition`.
+    pub async fn requeue(
+        &self,
+        owner: &Owner,
+        id: CallId,
+        at: Option<DateTime<Utc>>,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Result<Call> {
+        self.store.get_owned(owner, id).await?;
+        let now = to_millis_precision(self.clock.now());
+        if let Some(t) = at {
+            check_range("scheduledAt", t)?;
+        }
+        if let Some(t) = not_after {
+            check_range("notAfter", t)?;
+        }
+        let at = to_millis_precision(at.unwrap_or(now).max(now));
+        let not_after = not_after.map(to_millis_precision);
+        if not_after.is_some_and(|na| na <= at) {
+            return Err(Error::validation(
+                "notAfter",
+                "notAfter must be after the scheduled time",
+            ));
+        }
+        let c = self
+            .store
+            .update_with(id, CAS_ATTEMPTS, |c| {
+                match transition(c.status, &LifecycleEvent::Requeue)? {
+                    Transition::To(to) => {
+                        let mut n = c.clone();
+                        n.status = to;
+                        n.scheduled_for = at;
+                        n.next_action_at = Some(at);
+                        n.not_after = not_after;
+                        n.attempts = 0;
+                        n.lease = None;
+                        n.dial_started_at = None;
+                        n.provider = None;
+                        n.provider_call_id = None;
+                        n.started_at = None;
+                        n.ended_at = None;
+                        n.finished_at = None;
+                        n.duration_ms = None;
+                        n.disconnection_reason = None;
+                        n.outcome = None;
+                        n.last_error = None;
+                        n.updated_at = now;
+                        Ok(Some(n))
+                    }
+                    Transition::Ignore(_) => Ok(None),
+                }
             })
             .await?;
         self.publish(&c);

@@ -8,7 +8,9 @@ pub mod retry;
 use std::collections::BTreeMap;
 
 use callcat_core::chrono::{DateTime, Utc};
-use callcat_core::{AttemptRecord, Call, CallEdit, PhoneNumber, Transcript};
+use callcat_core::{
+    AttemptRecord, Call, CallEdit, PhoneNumber, SpeakerRole, Transcript, TranscriptSegment,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -363,6 +365,83 @@ impl TranscriptDto {
 pub struct PutTranscriptRequest {
     /// The whole text.
     pub transcript_text: String,
+}
+
+/// Most segments in one `POST /api/calls/{callId}/transcript/segments`.
+pub const MAX_APPENDED_SEGMENTS: usize = 500;
+
+/// One segment to append.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSegmentDto {
+    /// `agent`, `user` or `system`.
+    pub role: String,
+    /// What was said (at most 16 KiB).
+    pub text: String,
+    /// Offset from the start of the call, ms.
+    pub start_ms: Option<u64>,
+    /// End offset, ms.
+    pub end_ms: Option<u64>,
+}
+
+/// `POST /api/calls/{callId}/transcript/segments`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendSegmentsRequest {
+    /// Segments to add, in order (1 to 500). A segment already in the
+    /// transcript (same role, text and offsets) is not added twice.
+    pub segments: Vec<NewSegmentDto>,
+}
+
+impl AppendSegmentsRequest {
+    /// The core segments, checked.
+    pub fn into_segments(self) -> Result<Vec<TranscriptSegment>, ApiError> {
+        if self.segments.is_empty() || self.segments.len() > MAX_APPENDED_SEGMENTS {
+            return Err(ApiError::validation(
+                "segments",
+                format!("between 1 and {MAX_APPENDED_SEGMENTS} segments"),
+            ));
+        }
+        self.segments
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let role = match s.role.as_str() {
+                    "agent" => SpeakerRole::Agent,
+                    "user" => SpeakerRole::User,
+                    "system" => SpeakerRole::System,
+                    _ => {
+                        return Err(ApiError::validation(
+                            format!("segments[{i}].role"),
+                            "role is agent, user or system",
+                        ));
+                    }
+                };
+                if s.start_ms.zip(s.end_ms).is_some_and(|(a, b)| b < a) {
+                    return Err(ApiError::validation(
+                        format!("segments[{i}].endMs"),
+                        "endMs must not be before startMs",
+                    ));
+                }
+                Ok(TranscriptSegment {
+                    role,
+                    text: s.text,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `POST /api/calls/{callId}/requeue` (the body may be absent).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequeueRequest {
+    /// When to dial (epoch ms); absent or past means now.
+    pub scheduled_at: Option<i64>,
+    /// Give up if it cannot be placed by then (epoch ms); absent: no limit.
+    pub not_after: Option<i64>,
 }
 
 /// `{count}`.

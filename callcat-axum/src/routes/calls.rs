@@ -1,6 +1,7 @@
 //! `/api/calls`: create, list, read, edit, delete, cancel; transcripts.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,10 +11,10 @@ use utoipa::IntoParams;
 
 use crate::auth::AuthUser;
 use crate::dto::{
-    CallDto, CallListDto, CreateCallRequest, EditCallRequest, PutTranscriptRequest, TranscriptDto,
-    Workflow,
+    AppendSegmentsRequest, CallDto, CallListDto, CreateCallRequest, EditCallRequest,
+    PutTranscriptRequest, RequeueRequest, TranscriptDto, Workflow, from_ms,
 };
-use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiResult, ErrorBody, parse_json};
 use crate::router::ApiState;
 
 /// Default page size of `GET /api/calls` and `GET /api/do-not-call`.
@@ -241,6 +242,45 @@ pub async fn cancel_call(
     Ok(Json(CallDto::from(&c)))
 }
 
+/// Sends a FAILED or EXPIRED call back to be placed again (the dead-letter
+/// requeue): SCHEDULED with fresh attempts, its attempt history kept. The body
+/// may be absent.
+#[utoipa::path(
+    post, path = "/api/calls/{callId}/requeue", tag = "calls",
+    params(("callId" = String, Path, description = "The call's id")),
+    request_body(content = Option<RequeueRequest>, description = "When to place it (optional)"),
+    responses(
+        (status = 200, description = "The call, SCHEDULED again", body = CallDto),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+        (status = 409, description = "Only a FAILED or EXPIRED call can be requeued", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn requeue_call(
+    State(state): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<CallDto>> {
+    let id = call_id(&id)?;
+    let req: RequeueRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RequeueRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let at = req
+        .scheduled_at
+        .map(|v| from_ms("scheduledAt", v))
+        .transpose()?;
+    let not_after = req.not_after.map(|v| from_ms("notAfter", v)).transpose()?;
+    let c = state
+        .service()
+        .requeue(&user.owner, id, at, not_after)
+        .await?;
+    Ok(Json(CallDto::from(&c)))
+}
+
 /// A call's transcript (empty until the call has one).
 #[utoipa::path(
     get, path = "/api/calls/{callId}/transcript", tag = "transcripts",
@@ -286,6 +326,35 @@ pub async fn put_transcript(
         .engine()
         .transcripts()
         .replace_text(&user.owner, call_id(&id)?, body.transcript_text)
+        .await?;
+    Ok(Json(TranscriptDto::of(&t)))
+}
+
+/// Appends segments to a call's transcript (creating it if needed). Atomic:
+/// concurrent appends all land; a segment already there is not added twice.
+#[utoipa::path(
+    post, path = "/api/calls/{callId}/transcript/segments", tag = "transcripts",
+    params(("callId" = String, Path, description = "The call's id")),
+    request_body = AppendSegmentsRequest,
+    responses(
+        (status = 200, description = "The transcript with the segments", body = TranscriptDto),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 404, description = "No such call of this user", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn append_segments(
+    State(state): State<ApiState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AppendSegmentsRequest>,
+) -> ApiResult<Json<TranscriptDto>> {
+    let id = call_id(&id)?;
+    let segments = body.into_segments()?;
+    let t = state
+        .engine()
+        .transcripts()
+        .append(&user.owner, id, None, &segments)
         .await?;
     Ok(Json(TranscriptDto::of(&t)))
 }

@@ -29,7 +29,9 @@ pub(crate) fn api() -> OpenApiRouter<ApiState> {
             calls::delete_call
         ))
         .routes(routes!(calls::cancel_call))
+        .routes(routes!(calls::requeue_call))
         .routes(routes!(calls::get_transcript, calls::put_transcript))
+        .routes(routes!(calls::append_segments))
         .routes(routes!(calls::live_transcript))
         .routes(routes!(windows::create_window, windows::list_windows))
         .routes(routes!(windows::put_window, windows::delete_window))
