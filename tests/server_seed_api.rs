@@ -324,3 +324,41 @@ async fn transcript_segments_are_appended_over_http() {
     assert_eq!(st, 404);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_per_status_show_the_callers_calls_only() {
+    let s = TestServer::start().await;
+    let ada = s.token("ada");
+    let bob = s.token("bob");
+    let later = now_ms(&s) + 3_600_000;
+    for _ in 0..3 {
+        let (st, c) = s
+            .post("/api/calls", &ada, call_body(json!({"scheduledAt": later})))
+            .await;
+        assert_eq!(st, 201, "{c}");
+    }
+    let (st, c) = s
+        .post("/api/calls", &ada, call_body(json!({"scheduledAt": later})))
+        .await;
+    assert_eq!(st, 201, "{c}");
+    let id = c["callId"].as_str().expect("id");
+    let (st, _) = s
+        .post(&format!("/api/calls/{id}/cancel"), &ada, json!({}))
+        .await;
+    assert_eq!(st, 200);
+    let (st, c) = s
+        .post("/api/calls", &bob, call_body(json!({"scheduledAt": later})))
+        .await;
+    assert_eq!(st, 201, "{c}");
+
+    let (st, counts) = s.get("/api/calls/counts", &ada).await;
+    assert_eq!(st, 200, "{counts}");
+    assert_eq!(counts["total"], 4);
+    assert_eq!(counts["counts"]["SCHEDULED"], 3);
+    assert_eq!(counts["counts"]["CANCELED"], 1);
+    assert_eq!(counts["counts"]["FAILED"], 0);
+    assert_eq!(counts["counts"].as_object().map(|m| m.len()), Some(10));
+    let (_, theirs) = s.get("/api/calls/counts", &bob).await;
+    assert_eq!(theirs["total"], 1);
+    s.stop().await;
+}

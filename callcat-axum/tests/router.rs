@@ -139,6 +139,7 @@ async fn every_route_is_documented_and_every_documented_route_is_routed() {
         ("delete", "/api/calls/{callId}"),
         ("post", "/api/calls/{callId}/cancel"),
         ("post", "/api/calls/{callId}/requeue"),
+        ("get", "/api/calls/counts"),
         ("get", "/api/calls/{callId}/transcript"),
         ("put", "/api/calls/{callId}/transcript"),
         ("post", "/api/calls/{callId}/transcript/segments"),

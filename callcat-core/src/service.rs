@@ -209,6 +209,14 @@ impl CallService {
         Ok(c)
     }
 
+    /// How many calls `owner` has in each status (statuses with none left out).
+    pub async fn count_by_status(
+        &self,
+        owner: &Owner,
+    ) -> Result<std::collections::BTreeMap<CallStatus, u64>> {
+        self.store.count_by_status(owner).await
+    }
+
     /// Deletes a scheduled call (`Conflict` in any other status).
     pub async fn delete(&self, owner: &Owner, id: CallId) -> Result<()> {
         self.store.delete_if_scheduled(owner, id).await?;

@@ -1,6 +1,7 @@
 //! Storage traits: small, object-safe, primitive operations. Every backend runs
 //! the conformance suite in `callcat_core::testing` (feature `testing`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -257,6 +258,28 @@ pub trait CallStore: Send + Sync + 'static {
     /// [`CallStore::list_active`]; backends answer with a count from their index.
     async fn count_active(&self, scope: &ActiveScope) -> Result<u64> {
         count_active_matching(self, scope, |_| true).await
+    }
+
+    /// How many calls `owner` has in each status (statuses with none are left
+    /// out): the per-state view of a user's calls (seed 003's
+    /// `scheduler_dashboard`). The default pages through both views of
+    /// [`CallStore::list`]; backends answer with one grouped count.
+    async fn count_by_status(&self, owner: &Owner) -> Result<BTreeMap<CallStatus, u64>> {
+        let mut counts = BTreeMap::new();
+        for view in [ListView::Upcoming, ListView::Finished] {
+            let mut q = ListQuery::new(view, MAX_PAGE_SIZE);
+            loop {
+                let page = self.list(owner, &q).await?;
+                for c in &page.items {
+                    *counts.entry(c.status).or_insert(0) += 1;
+                }
+                match page.next_cursor {
+                    Some(next) => q.cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(counts)
     }
 
     /// How many active calls in `scope` go to `number` ("no second call in flight

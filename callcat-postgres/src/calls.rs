@@ -6,9 +6,9 @@ use std::sync::Arc;
 use callcat_core::cursor::Cursor;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
-    ActiveScope, Call, CallId, CallStore, Created, Error, Lease, ListQuery, ListView, NextDue,
-    Owner, Page, PhoneNumber, Result, SealedCall, StoreCapabilities, TenantId, WorkerId, open_call,
-    seal_call,
+    ActiveScope, Call, CallId, CallStatus, CallStore, Created, Error, Lease, ListQuery, ListView,
+    NextDue, Owner, Page, PhoneNumber, Result, SealedCall, StoreCapabilities, TenantId, WorkerId,
+    open_call, seal_call,
 };
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
@@ -59,6 +59,7 @@ struct CallSql {
     next_due_capped: String,
     active_to_number: String,
     count_active: String,
+    count_by_status: String,
 }
 
 /// What a claim sets: Dispatching under this worker's lease (`$3` worker, `$4`
@@ -236,6 +237,12 @@ impl CallSql {
             count_active: format!(
                 "SELECT count(*) FROM {calls} WHERE {ACTIVE} \
                  AND ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR user_id = $2)"
+            ),
+            // One owner's calls per status (the owner's upcoming and finished
+            // indexes cover every status between them).
+            count_by_status: format!(
+                "SELECT status, count(*) FROM {calls} \
+                 WHERE tenant_id = $1 AND user_id = $2 GROUP BY status"
             ),
         }
     }
@@ -832,6 +839,25 @@ impl CallStore for PostgresCallStore {
     ) -> Result<Vec<Call>> {
         self.claim_rows(now, limit, worker, lease_until, Some(owner_cap))
             .await
+    }
+
+    async fn count_by_status(
+        &self,
+        owner: &Owner,
+    ) -> Result<std::collections::BTreeMap<CallStatus, u64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as(AssertSqlSafe(self.sql.count_by_status.as_str()))
+                .bind(owner.tenant.as_str())
+                .bind(owner.user.as_str())
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(PgError::sqlx("counting calls by status"))?;
+        let mut counts = std::collections::BTreeMap::new();
+        for (status, n) in rows {
+            let status: CallStatus = status.parse()?;
+            counts.insert(status, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
     }
 
     async fn next_due_capped(&self, owner_cap: u32) -> Result<NextDue> {

@@ -158,6 +158,40 @@ pub async fn list_calls(
     }))
 }
 
+/// The caller's calls per status (seed 003's `scheduler_dashboard`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCountsDto {
+    /// Every status (`SCHEDULED`, ..., `EXPIRED`) with how many calls are in it.
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// All of the caller's calls.
+    pub total: u64,
+}
+
+/// How many of the caller's calls are in each status.
+#[utoipa::path(
+    get, path = "/api/calls/counts", tag = "calls",
+    responses(
+        (status = 200, description = "Counts per status", body = StatusCountsDto),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn count_calls(
+    State(state): State<ApiState>,
+    user: AuthUser,
+) -> ApiResult<Json<StatusCountsDto>> {
+    let found = state.service().count_by_status(&user.owner).await?;
+    let counts: std::collections::BTreeMap<String, u64> = CallStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), found.get(s).copied().unwrap_or(0)))
+        .collect();
+    Ok(Json(StatusCountsDto {
+        total: counts.values().sum(),
+        counts,
+    }))
+}
+
 /// One of the caller's calls.
 #[utoipa::path(
     get, path = "/api/calls/{callId}", tag = "calls",

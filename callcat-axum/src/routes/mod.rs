@@ -19,6 +19,7 @@ use crate::router::ApiState;
 pub(crate) fn api() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(calls::create_call, calls::list_calls))
+        .routes(routes!(calls::count_calls))
         .routes(routes!(active::list_active))
         .routes(routes!(active::count_active))
         .routes(routes!(active::get_active))

@@ -457,6 +457,18 @@ impl CallStore for InMemoryCallStore {
         }
     }
 
+    async fn count_by_status(
+        &self,
+        owner: &Owner,
+    ) -> Result<std::collections::BTreeMap<CallStatus, u64>> {
+        let st = self.lock();
+        let mut counts = std::collections::BTreeMap::new();
+        for c in st.calls.values().filter(|c| &c.owner == owner) {
+            *counts.entry(c.status).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     async fn find_by_provider_call_id(&self, provider_call_id: &str) -> Result<Option<Call>> {
         let st = self.lock();
         st.by_provider_id

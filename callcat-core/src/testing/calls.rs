@@ -438,6 +438,39 @@ pub async fn capped_claim_skips_owners_at_their_cap(store: Store) {
     }
 }
 
+/// `count_by_status` counts one owner's calls per status, and nobody else's.
+pub async fn count_by_status_counts_one_owners_calls(store: Store) {
+    let (o, other) = (owner("t1"), owner("t1"));
+    for i in 0..3 {
+        create(&store, &scheduled_call(&o, at(10 + i))).await;
+    }
+    let done = create(&store, &scheduled_call(&o, at(20))).await;
+    complete(&store, &done, at(30)).await;
+    let ringing = create(&store, &scheduled_call(&o, at(40))).await;
+    let mut r = ringing.clone();
+    r.status = CallStatus::Ringing;
+    r.next_action_at = None;
+    store.update(&r).await.expect("to ringing");
+    create(&store, &scheduled_call(&other, at(10))).await;
+
+    let counts = store.count_by_status(&o).await.expect("counts");
+    let expected: std::collections::BTreeMap<CallStatus, u64> = [
+        (CallStatus::Scheduled, 3),
+        (CallStatus::Ringing, 1),
+        (CallStatus::Completed, 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, expected);
+    assert!(
+        store
+            .count_by_status(&owner("t9"))
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
+
 /// 8 concurrent claimers over 1,000 due calls: each call is claimed exactly once.
 pub async fn claim_is_exclusive_under_concurrency(store: Store) {
     let o = owner("t1");

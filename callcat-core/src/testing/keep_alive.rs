@@ -106,6 +106,12 @@ impl<S: CallStore + ?Sized, G: Send + Sync + 'static> CallStore for KeepAlive<S,
     async fn next_due_capped(&self, owner_cap: u32) -> Result<crate::store::NextDue> {
         self.inner.next_due_capped(owner_cap).await
     }
+    async fn count_by_status(
+        &self,
+        owner: &Owner,
+    ) -> Result<std::collections::BTreeMap<crate::call::CallStatus, u64>> {
+        self.inner.count_by_status(owner).await
+    }
     async fn list_quarantined(&self) -> Result<Vec<CallId>> {
         self.inner.list_quarantined().await
     }

@@ -43,6 +43,7 @@ macro_rules! call_store_conformance_tests {
             claim_takes_due_calls_in_order_and_sets_the_lease,
             claim_is_exclusive_under_concurrency,
             capped_claim_skips_owners_at_their_cap,
+            count_by_status_counts_one_owners_calls,
             expired_lease_is_reclaimable,
             next_due_at_is_the_earliest_claimable_time,
             list_active_by_scope,
