@@ -362,3 +362,89 @@ async fn counts_per_status_show_the_callers_calls_only() {
     assert_eq!(theirs["total"], 1);
     s.stop().await;
 }
+
+/// Seed 002: with `CALLCAT_ONE_OPEN_CALL_PER_USER=1` a user has at most one
+/// open call, and the window planner skips a user who has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_open_call_per_user_refuses_a_second_and_the_planner_waits() {
+    let mut config = common::test_config();
+    config.one_open_call_per_user = true;
+    let s = TestServer::start_with(config, |b| b).await;
+    let ada = s.token("ada");
+    let later = now_ms(&s) + 3_600_000;
+    let create = |key: &'static str| {
+        s.http
+            .post(s.url("/api/calls"))
+            .bearer_auth(&ada)
+            .header("idempotency-key", key)
+            .json(&call_body(json!({"scheduledAt": later})))
+            .send()
+    };
+    let first = create("first").await.expect("request");
+    assert_eq!(first.status().as_u16(), 201);
+    let first: Value = first.json().await.expect("json");
+    let first_id = first["callId"].as_str().expect("id").to_owned();
+
+    // A second call is refused, naming the open one; the first request
+    // retried with its key still answers the first call.
+    let second = create("second").await.expect("request");
+    assert_eq!(second.status().as_u16(), 409);
+    let err: Value = second.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "conflict");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&first_id)),
+        "{err}"
+    );
+    let again = create("first").await.expect("request");
+    assert_eq!(again.status().as_u16(), 200);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["callId"], first_id.as_str());
+    // Other users are not affected.
+    let (st, _) = s
+        .post(
+            "/api/calls",
+            &s.token("bob"),
+            call_body(json!({"scheduledAt": later})),
+        )
+        .await;
+    assert_eq!(st, 201);
+
+    // A window open now places nothing while the call is open...
+    let (st, w) = s
+        .post(
+            "/api/call-windows",
+            &ada,
+            json!({"kind": "recurring", "weekdays": ["tue"], "start": "00:00", "end": "23:00",
+                   "timezone": "UTC", "call": call_body(json!({}))}),
+        )
+        .await;
+    assert_eq!(st, 201, "{w}");
+    for _ in 0..20 {
+        common::pause().await;
+    }
+    let (_, counts) = s.get("/api/calls/counts", &ada).await;
+    assert_eq!(counts["total"], 1, "{counts}");
+
+    // ...and once it is canceled, the next planning pass places the window's call.
+    let (st, _) = s
+        .post(&format!("/api/calls/{first_id}/cancel"), &ada, json!({}))
+        .await;
+    assert_eq!(st, 200);
+    s.advance(std::time::Duration::from_secs(61));
+    let mut placed = Value::Null;
+    for _ in 0..common::WAIT_ROUNDS {
+        let (_, list) = s.get("/api/calls?limit=100", &ada).await;
+        if let Some(c) = list["calls"].as_array().and_then(|a| a.first()) {
+            placed = c.clone();
+            break;
+        }
+        common::pause().await;
+    }
+    assert_eq!(
+        placed["metadata"]["callcat_window_id"], w["windowId"],
+        "{placed}"
+    );
+    s.stop().await;
+}

@@ -157,6 +157,16 @@ impl WindowPlanner {
             report.busy += 1;
             return Ok(());
         }
+        // With one open call per user, a SCHEDULED or RETRY_PENDING call counts
+        // too (unless it is this window's call for today, which the create below
+        // finds again by its key).
+        if self.service.one_open_call_per_user()
+            && let Some(open) = self.service.open_call(owner).await?
+            && open.idempotency_key.as_deref() != Some(format!("window:{date}").as_str())
+        {
+            report.busy += 1;
+            return Ok(());
+        }
         if let Some(p) = &self.done_today
             && p.done(owner, date).await?
         {

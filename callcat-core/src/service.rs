@@ -32,13 +32,20 @@ pub struct CallService {
     bus: Option<UpdateBus>,
     limits: Limits,
     caller_numbers: CallerNumbers,
+    /// With one open call per user: creates of one owner, one at a time (in
+    /// this process), striped by owner.
+    one_open_call: Option<Arc<[tokio::sync::Mutex<()>]>>,
 }
+
+/// Stripes of the one-open-call lock.
+const OPEN_CALL_STRIPES: usize = 64;
 
 impl std::fmt::Debug for CallService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallService")
             .field("limits", &self.limits)
             .field("caller_numbers", &self.caller_numbers)
+            .field("one_open_call_per_user", &self.one_open_call.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -54,7 +61,37 @@ impl CallService {
             bus: None,
             limits: Limits::default(),
             caller_numbers: CallerNumbers::any(),
+            one_open_call: None,
         }
+    }
+
+    /// One open call per user (seed 002): creating a call while its owner has
+    /// one SCHEDULED, RETRY_PENDING or in flight is a `Conflict` naming the open
+    /// call (the same request again, with its idempotency key, still answers the
+    /// call it created). Creates of one owner are serialised in this process;
+    /// two processes creating for one user at the same instant can both pass.
+    pub fn with_one_open_call_per_user(mut self, on: bool) -> Self {
+        self.one_open_call = on.then(|| {
+            (0..OPEN_CALL_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect::<Vec<_>>()
+                .into()
+        });
+        self
+    }
+
+    /// Whether a user may have only one open call.
+    pub fn one_open_call_per_user(&self) -> bool {
+        self.one_open_call.is_some()
+    }
+
+    /// `owner`'s open call (SCHEDULED, RETRY_PENDING or in flight), if any.
+    pub async fn open_call(&self, owner: &Owner) -> Result<Option<Call>> {
+        let page = self
+            .store
+            .list(owner, &ListQuery::new(crate::store::ListView::Upcoming, 1))
+            .await?;
+        Ok(page.items.into_iter().next())
     }
 
     /// The provider used to hang up calls canceled in flight.
@@ -99,6 +136,33 @@ impl CallService {
         self.caller_numbers
             .check(owner, call.caller_number.as_ref())?;
         self.check_with_provider(&call)?;
+        let _one_at_a_time = match &self.one_open_call {
+            Some(stripes) => {
+                let stripe = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    owner.hash(&mut h);
+                    (h.finish() % stripes.len() as u64) as usize
+                };
+                let guard = stripes[stripe].lock().await;
+                if let Some(open) = self.open_call(owner).await? {
+                    if open.idempotency_key.is_some()
+                        && open.idempotency_key == call.idempotency_key
+                    {
+                        return Ok(Created::Existing(open));
+                    }
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "the user already has an open call ({}, {}); one open call per user",
+                            open.id, open.status
+                        ),
+                    ));
+                }
+                Some(guard)
+            }
+            None => None,
+        };
         let created = self.store.create(&call).await?;
         if let Created::New(c) = &created {
             self.publish(c);

@@ -83,6 +83,10 @@ pub struct EngineSettings {
     pub live_capacity: usize,
     /// Which caller numbers each tenant may give (default: any).
     pub caller_numbers: CallerNumbers,
+    /// At most one open call (SCHEDULED, RETRY_PENDING or in flight) per user
+    /// (seed 002; see [`CallService::with_one_open_call_per_user`]); the window
+    /// planner then also skips a user with one. Off by default.
+    pub one_open_call_per_user: bool,
 }
 
 impl Default for EngineSettings {
@@ -99,6 +103,7 @@ impl Default for EngineSettings {
             drain: Duration::from_secs(10),
             live_capacity: 256,
             caller_numbers: CallerNumbers::any(),
+            one_open_call_per_user: false,
         }
     }
 }
@@ -223,7 +228,8 @@ impl EngineBuilder {
             .with_provider(provider.clone())
             .with_bus(bus.clone())
             .with_limits(settings.limits.clone())
-            .with_caller_numbers(settings.caller_numbers.clone());
+            .with_caller_numbers(settings.caller_numbers.clone())
+            .with_one_open_call_per_user(settings.one_open_call_per_user);
         let do_not_call = DoNotCallService::new(stores.do_not_call.clone(), clock.clone());
         let mut scheduler = Scheduler::builder()
             .config(settings.scheduler.clone())

@@ -258,6 +258,7 @@ impl ServerBuilder {
         settings.scheduler.owner_cap = dispatch.owner_cap;
         settings.default_retry.max_attempts = dispatch.max_attempts;
         settings.drain = dispatch.drain;
+        settings.one_open_call_per_user = self.config.one_open_call_per_user;
         settings.poller = self.poller;
         settings.sweeper = self.sweeper;
         settings.caller_numbers = CallerNumbersConfig::policy(

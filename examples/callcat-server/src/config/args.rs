@@ -41,6 +41,10 @@ pub(crate) struct Args {
         value_name = "TENANT=NUMBERS;..."
     )]
     pub caller_numbers: Option<String>,
+    /// 1: a user may have only one open call (SCHEDULED, RETRY_PENDING or in flight);
+    /// creating another answers 409 naming it (default 0)
+    #[arg(long, env = "CALLCAT_ONE_OPEN_CALL_PER_USER", value_name = "0|1")]
+    pub one_open_call_per_user: Option<String>,
     /// Bearer token /metrics requires, at least 16 bytes (unset: /metrics is open)
     #[arg(long, env = "CALLCAT_METRICS_TOKEN", value_name = "TOKEN")]
     pub metrics_token: Option<String>,

@@ -249,6 +249,8 @@ pub struct Config {
     /// besides these, only the provider's own from-number (none with the
     /// simulator) may be given as `callerNumber`.
     pub caller_numbers: Option<CallerNumbersConfig>,
+    /// One open call per user (`CALLCAT_ONE_OPEN_CALL_PER_USER`).
+    pub one_open_call_per_user: bool,
 }
 
 /// Token checks beyond the signature (`CALLCAT_JWT_*`).
@@ -330,6 +332,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             http: HttpConfig::default(),
             caller_numbers: None,
+            one_open_call_per_user: false,
         }
     }
 }
@@ -530,6 +533,10 @@ impl Config {
         c.metrics_tenant_labels = parse_bool(
             "CALLCAT_METRICS_TENANT_LABELS",
             get(&a.metrics_tenant_labels),
+        )?;
+        c.one_open_call_per_user = parse_bool(
+            "CALLCAT_ONE_OPEN_CALL_PER_USER",
+            get(&a.one_open_call_per_user),
         )?;
         if let Some(t) = get(&a.metrics_token) {
             if t.len() < 16 {

@@ -126,6 +126,7 @@ fn every_setting_has_its_flag_and_its_variable() {
             "CALLCAT_MAX_CONCURRENT_WEBHOOKS",
         ),
         ("--trusted-proxy-header", "CALLCAT_TRUSTED_PROXY_HEADER"),
+        ("--one-open-call-per-user", "CALLCAT_ONE_OPEN_CALL_PER_USER"),
         ("--global-cap", "CALLCAT_GLOBAL_CAP"),
         ("--owner-cap", "CALLCAT_OWNER_CAP"),
         ("--max-attempts", "CALLCAT_MAX_ATTEMPTS"),
