@@ -12,7 +12,10 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner, TenantId, WorkerId};
 use crate::phone::PhoneNumber;
+use crate::rotation::ResealPage;
 use crate::store::{ActiveScope, CallStore, Created, ListQuery, ListView, Page, StoreCapabilities};
+
+mod rotation;
 
 /// Calls in memory, behind one mutex, with a due index so claims and
 /// `next_due_at` cost O(log n).
@@ -518,5 +521,14 @@ impl CallStore for InMemoryCallStore {
     ) -> Result<u32> {
         // The inherent method answers from the blind phone index.
         Self::active_calls_to_number(self, scope, number)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.lock().reseal_page(rewrite, limit, cursor)
     }
 }
