@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use callcat_core::cursor::Cursor;
+use callcat_core::rotation::ResealPage;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
     ActiveScope, Call, CallId, CallStore, Created, Error, Lease, ListQuery, ListView, Owner, Page,
@@ -317,7 +318,7 @@ fn open_or_skip(db: &Db, id: CallId, record: serde_json::Value) -> Option<Call> 
 const STORE: &str = "postgres";
 
 /// How a quarantined row's `last_error` starts (see `CallSql::quarantine`).
-const QUARANTINE_PREFIX: &str = "quarantined:";
+pub(crate) const QUARANTINE_PREFIX: &str = "quarantined:";
 
 /// Cuts the `limit + 1` fetched rows to a page with the next cursor. The cursor
 /// is the last row's, read or not, so paging moves past skipped rows.
@@ -755,6 +756,17 @@ impl CallStore for PostgresCallStore {
     ) -> Result<u32> {
         // The inherent method answers from the blind phone index.
         Self::active_calls_to_number(self, scope, number).await
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        crate::rotation::calls(&self.db, rewrite, limit, cursor)
+            .await
+            .map_err(|e| e.with_source_name(crate::error::SOURCE))
     }
 }
 

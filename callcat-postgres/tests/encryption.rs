@@ -1,6 +1,7 @@
 //! Encryption at rest on PostgreSQL: raw rows after a full lifecycle hold no
-//! plaintext number or recording URL, keys rotate, tampering is a typed error,
-//! and the blind-index look-up of active calls to a number.
+//! plaintext number, name, prompt, analysis, error or recording URL, keys
+//! rotate, tampering is a typed error, and the blind-index look-up of active
+//! calls to a number. (Windows and `rekey`: tests/key_rotation.rs.)
 
 mod common;
 
@@ -50,6 +51,14 @@ fn assert_no_plaintext(text: &str) {
         "2071838750",
         "secret-take",
         "recordings.example",
+        "Secretname",
+        "secret-subject",
+        "secret-prompt",
+        "secret-variable",
+        "secret-summary",
+        "secret-action",
+        "secret-error",
+        "secret-attempt",
     ] {
         assert!(
             !text.contains(secret),
@@ -58,8 +67,14 @@ fn assert_no_plaintext(text: &str) {
     }
 }
 
+/// The call with a caller number and personal texts in every sealed field.
 fn with_caller(mut c: Call) -> Call {
     c.caller_number = Some(PhoneNumber::parse(CALLER).expect("caller"));
+    c.callee_name = "Ada Secretname".into();
+    c.subject = "the secret-subject".into();
+    c.instructions = "Ask about the secret-prompt.".into();
+    c.variables
+        .insert("diagnosis".into(), "secret-variable".into());
     c
 }
 
@@ -89,9 +104,12 @@ async fn lifecycle(calls: &PostgresCallStore, o: &Owner) -> Call {
     c.finished_at = c.ended_at;
     let mut c = calls.update(&c).await.expect("completed");
     c.analysis = Some(CallAnalysis {
-        summary: Some("went well".into()),
+        summary: Some("secret-summary".into()),
+        action_items: vec!["secret-action".into()],
         ..CallAnalysis::default()
     });
+    c.last_error = Some("secret-error".into());
+    c.current_attempt_mut().error = Some("secret-attempt".into());
     calls.update(&c).await.expect("analysis")
 }
 
