@@ -104,11 +104,11 @@ pub struct ResealPage {
 
 /// Checks a `reseal_page` request: the page size, and that a rewrite has a
 /// cipher to seal with. Returns the cipher to use for rewriting, if any.
-pub fn check_reseal<'c>(
-    cipher: Option<&'c FieldCipher>,
+pub fn check_reseal(
+    cipher: Option<&FieldCipher>,
     rewrite: bool,
     limit: u32,
-) -> Result<Option<&'c FieldCipher>> {
+) -> Result<Option<&FieldCipher>> {
     if limit == 0 || limit > MAX_PAGE_SIZE {
         return Err(Error::validation(
             "limit",
