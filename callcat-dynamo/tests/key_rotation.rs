@@ -1,6 +1,6 @@
 //! Encryption of call windows, and master key rotation on DynamoDB: `rekey`
-//! re-seals calls and windows under the current key (a conditional write per
-//! item), and reports the stores it cannot count.
+//! re-seals calls, windows and do-not-call entries under the current key (a
+//! conditional write per item), and reports the stores it cannot count.
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use callcat_core::rotation::rekey;
 use callcat_core::testing::fixtures::{at, owner, scheduled_call, t0};
 use callcat_core::{
-    CallStatus, CallStore, CallTemplate, CallWindow, ErrorKind, FieldCipher, MasterKey, Owner,
-    PhoneNumber, Stores, WindowId, WindowSchedule, WindowStore,
+    CallStatus, CallStore, CallTemplate, CallWindow, DoNotCallEntry, DoNotCallStore, ErrorKind,
+    FieldCipher, MasterKey, Owner, PhoneNumber, Stores, WindowId, WindowSchedule, WindowStore,
 };
 use callcat_dynamo::DynamoWindowStore;
 use callcat_dynamo::aws_sdk_dynamodb::types::AttributeValue;
@@ -107,7 +107,7 @@ async fn window_items_hold_no_plaintext_and_plain_items_still_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rekey_reseals_calls_and_windows_and_reports_what_it_cannot_count() {
+async fn rekey_reseals_calls_windows_and_do_not_call_and_reports_what_it_cannot_count() {
     let Some(s) = test_stores().await else { return };
     let o = owner("acme");
     let v1 = s.calls.as_ref().clone().with_cipher(ring(&[1]));
@@ -122,19 +122,33 @@ async fn rekey_reseals_calls_and_windows_and_reports_what_it_cannot_count() {
     v1.create(&ringing).await.expect("ringing");
     let w = window_of(&o);
     windows_with(&s, &[1]).create(&w).await.expect("window");
+    let number = PhoneNumber::parse("+14155552671").expect("number");
+    let entry = DoNotCallEntry {
+        tenant: o.tenant.clone(),
+        phone_number: number.clone(),
+        added_by: "admin".into(),
+        added_at: t0(),
+    };
+    let dnc_v1 = s.do_not_call.as_ref().clone().with_cipher(ring(&[1]));
+    assert!(dnc_v1.add(&entry).await.expect("listed under key 1"));
 
     let rotated = ring(&[2, 1]);
     let calls = Arc::new(s.calls.as_ref().clone().with_cipher(rotated.clone()));
     let windows = Arc::new(windows_with(&s, &[2, 1]));
+    let dnc = Arc::new(s.do_not_call.as_ref().clone().with_cipher(rotated.clone()));
     let stores = Stores {
         calls: calls.clone(),
         windows: windows.clone(),
+        do_not_call: dnc,
         ..s.stores()
     };
     let report = rekey(&stores, &rotated, 1).await.expect("rekey");
     let c = &report.tables["calls"];
     assert_eq!((c.rows, c.rewritten, c.deferred), (2, 1, 1), "{report}");
     assert_eq!(report.tables["windows"].rewritten, 1, "{report}");
+    let d = &report.tables["do-not-call"];
+    assert_eq!((d.rows, d.rewritten), (1, 1), "{report}");
+    assert_eq!(d.by_key.get(&1), None, "{report}");
     assert_eq!(report.rows_under(1), 1, "the ringing call: {report}");
     assert!(report.unsupported.contains_key("transcripts"), "{report}");
     assert!(!report.can_retire(1));
@@ -147,4 +161,11 @@ async fn rekey_reseals_calls_and_windows_and_reports_what_it_cannot_count() {
         windows_with(&s, &[2]).get(&o, w.id).await.expect("get"),
         Some(w)
     );
+    let dnc_v2 = s.do_not_call.as_ref().clone().with_cipher(ring(&[2]));
+    assert!(
+        dnc_v2.contains(&o.tenant, &number).await.expect("contains"),
+        "the listed number is still found with key 2 only"
+    );
+    let listed = dnc_v2.list(&o.tenant, 10, None).await.expect("list");
+    assert_eq!(listed.items, vec![entry]);
 }
