@@ -138,27 +138,7 @@ impl FieldCipher {
 
     /// Seals `plaintext` for `owner`'s `field` under the current key.
     pub fn encrypt(&self, owner: &Owner, field: &str, plaintext: &str) -> Result<String> {
-        let key = &self.keys[0];
-        let cipher = Self::owner_cipher(key, owner)?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = Self::aad(owner, field);
-        let ct = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| crypto("encryption failed"))?;
-        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&ct);
-        Ok(format!(
-            "{PREFIX}.{}.{}",
-            key.id,
-            URL_SAFE_NO_PAD.encode(blob)
-        ))
+        OwnerCipher::new(self, owner).encrypt(field, plaintext)
     }
 
     fn parse(sealed: &str) -> Result<(u32, Vec<u8>)> {
@@ -183,14 +163,7 @@ impl FieldCipher {
     /// Opens a value sealed for `owner`'s `field`. Tampering, a wrong owner or field,
     /// or an unknown key is an `ErrorKind::Crypto` error, never garbage.
     pub fn decrypt(&self, owner: &Owner, field: &str, sealed: &str) -> Result<String> {
-        let (id, blob) = Self::parse(sealed)?;
-        let cipher = Self::owner_cipher(self.key(id)?, owner)?;
-        let (nonce, ct) = blob.split_at(NONCE_LEN);
-        let aad = Self::aad(owner, field);
-        let pt = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| crypto("the value failed authentication (tampered, or sealed for another owner or field)"))?;
-        String::from_utf8(pt).map_err(|_| crypto("decrypted value is not UTF-8"))
+        OwnerCipher::new(self, owner).decrypt(field, sealed)
     }
 
     /// The ids of the ring's keys, current first.
@@ -248,6 +221,73 @@ impl FieldCipher {
             .iter()
             .map(|k| Self::index_with(k, value))
             .collect()
+    }
+}
+
+/// A ring's keys derived for one owner on first use, so sealing or opening the
+/// many fields of one record derives each key once rather than once per field.
+pub(crate) struct OwnerCipher<'a> {
+    ring: &'a FieldCipher,
+    owner: &'a Owner,
+    derived: Vec<(u32, Aes256Gcm)>,
+}
+
+impl<'a> OwnerCipher<'a> {
+    pub(crate) fn new(ring: &'a FieldCipher, owner: &'a Owner) -> Self {
+        OwnerCipher {
+            ring,
+            owner,
+            derived: Vec::new(),
+        }
+    }
+
+    fn derived(&mut self, id: u32) -> Result<&Aes256Gcm> {
+        let i = match self.derived.iter().position(|(k, _)| *k == id) {
+            Some(i) => i,
+            None => {
+                let c = FieldCipher::owner_cipher(self.ring.key(id)?, self.owner)?;
+                self.derived.push((id, c));
+                self.derived.len() - 1
+            }
+        };
+        Ok(&self.derived[i].1)
+    }
+
+    /// Seals `plaintext` for the owner's `field` under the ring's current key.
+    pub(crate) fn encrypt(&mut self, field: &str, plaintext: &str) -> Result<String> {
+        let id = self.ring.current_key_id();
+        let aad = FieldCipher::aad(self.owner, field);
+        let cipher = self.derived(id)?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| crypto("encryption failed"))?;
+        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&ct);
+        Ok(format!("{PREFIX}.{id}.{}", URL_SAFE_NO_PAD.encode(blob)))
+    }
+
+    /// Opens a value sealed for the owner's `field` (see [`FieldCipher::decrypt`]).
+    pub(crate) fn decrypt(&mut self, field: &str, sealed: &str) -> Result<String> {
+        let (id, blob) = FieldCipher::parse(sealed)?;
+        let aad = FieldCipher::aad(self.owner, field);
+        let cipher = self.derived(id)?;
+        let (nonce, ct) = blob.split_at(NONCE_LEN);
+        let pt = cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| {
+                crypto(
+                    "the value failed authentication (tampered, or sealed for another owner or field)",
+                )
+            })?;
+        String::from_utf8(pt).map_err(|_| crypto("decrypted value is not UTF-8"))
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::{FieldCipher, crypto};
+use super::{FieldCipher, OwnerCipher, crypto};
 use crate::error::{Error, Result};
 use crate::ids::Owner;
 
@@ -99,12 +99,11 @@ const TEMPLATE: Fields = Fields {
 fn seal_fields(
     obj: &mut Map<String, Value>,
     fields: &Fields,
-    owner: &Owner,
-    cipher: &FieldCipher,
+    cipher: &mut OwnerCipher<'_>,
 ) -> Result<()> {
     for (name, aad) in fields.text {
         if let Some(Value::String(plain)) = obj.get(*name) {
-            let sealed = cipher.encrypt(owner, aad, plain)?;
+            let sealed = cipher.encrypt(aad, plain)?;
             obj.insert((*name).to_owned(), Value::String(sealed));
         }
     }
@@ -112,7 +111,7 @@ fn seal_fields(
         match obj.get(*name) {
             None | Some(Value::Null) => {}
             Some(v) => {
-                let sealed = cipher.encrypt(owner, aad, &v.to_string())?;
+                let sealed = cipher.encrypt(aad, &v.to_string())?;
                 obj.insert((*name).to_owned(), Value::String(sealed));
             }
         }
@@ -120,21 +119,22 @@ fn seal_fields(
     Ok(())
 }
 
-fn need(cipher: Option<&FieldCipher>) -> Result<&FieldCipher> {
-    cipher.ok_or_else(|| crypto("the record is encrypted but no master key is configured"))
+fn need<'c, 'a>(cipher: &'c mut Option<OwnerCipher<'a>>) -> Result<&'c mut OwnerCipher<'a>> {
+    cipher
+        .as_mut()
+        .ok_or_else(|| crypto("the record is encrypted but no master key is configured"))
 }
 
 fn open_fields(
     obj: &mut Map<String, Value>,
     fields: &Fields,
-    owner: &Owner,
-    cipher: Option<&FieldCipher>,
+    cipher: &mut Option<OwnerCipher<'_>>,
 ) -> Result<()> {
     for (name, aad) in fields.text {
         if let Some(Value::String(v)) = obj.get(*name)
             && is_sealed(v)
         {
-            let plain = need(cipher)?.decrypt(owner, aad, v)?;
+            let plain = need(cipher)?.decrypt(aad, v)?;
             obj.insert((*name).to_owned(), Value::String(plain));
         }
     }
@@ -142,7 +142,7 @@ fn open_fields(
         if let Some(Value::String(v)) = obj.get(*name)
             && is_sealed(v)
         {
-            let text = need(cipher)?.decrypt(owner, aad, v)?;
+            let text = need(cipher)?.decrypt(aad, v)?;
             let value: Value = serde_json::from_str(&text)
                 .map_err(|e| crypto(format!("the sealed {aad} is not JSON: {e}")))?;
             obj.insert((*name).to_owned(), value);
@@ -196,9 +196,10 @@ pub fn seal_call(call: &crate::Call, cipher: Option<&FieldCipher>) -> Result<Sea
         });
     };
     if let Some(obj) = record.as_object_mut() {
-        seal_fields(obj, &CALL, &call.owner, cipher)?;
+        let mut sealer = OwnerCipher::new(cipher, &call.owner);
+        seal_fields(obj, &CALL, &mut sealer)?;
         for attempt in attempts(obj) {
-            seal_fields(attempt, &ATTEMPT, &call.owner, cipher)?;
+            seal_fields(attempt, &ATTEMPT, &mut sealer)?;
         }
     }
     Ok(SealedCall {
@@ -215,9 +216,10 @@ pub fn open_call(
 ) -> Result<crate::Call> {
     let owner = owner_of(&record, "call")?;
     if let Some(obj) = record.as_object_mut() {
-        open_fields(obj, &CALL, &owner, cipher)?;
+        let mut opener = cipher.map(|c| OwnerCipher::new(c, &owner));
+        open_fields(obj, &CALL, &mut opener)?;
         for attempt in attempts(obj) {
-            open_fields(attempt, &ATTEMPT, &owner, cipher)?;
+            open_fields(attempt, &ATTEMPT, &mut opener)?;
         }
     }
     serde_json::from_value(record)
@@ -238,7 +240,11 @@ pub fn seal_window(
     if let Some(cipher) = cipher
         && let Some(template) = record.get_mut("template").and_then(Value::as_object_mut)
     {
-        seal_fields(template, &TEMPLATE, &window.owner, cipher)?;
+        seal_fields(
+            template,
+            &TEMPLATE,
+            &mut OwnerCipher::new(cipher, &window.owner),
+        )?;
     }
     Ok(record)
 }
@@ -250,22 +256,18 @@ pub fn open_window(
 ) -> Result<crate::CallWindow> {
     let owner = owner_of(&record, "window")?;
     if let Some(template) = record.get_mut("template").and_then(Value::as_object_mut) {
-        open_fields(template, &TEMPLATE, &owner, cipher)?;
+        let mut opener = cipher.map(|c| OwnerCipher::new(c, &owner));
+        open_fields(template, &TEMPLATE, &mut opener)?;
     }
     serde_json::from_value(record)
         .map_err(|e| Error::internal(format!("stored window does not parse: {e}")))
 }
 
-fn open_value(
-    cipher: Option<&FieldCipher>,
-    owner: &Owner,
-    field: &str,
-    value: String,
-) -> Result<String> {
+fn open_value(opener: &mut Option<OwnerCipher<'_>>, field: &str, value: String) -> Result<String> {
     if !is_sealed(&value) {
         return Ok(value);
     }
-    need(cipher)?.decrypt(owner, field, &value)
+    need(opener)?.decrypt(field, &value)
 }
 
 /// Seals the texts of `segments` for `owner` (field [`TRANSCRIPT_SEGMENTS_FIELD`]);
@@ -278,11 +280,12 @@ pub fn seal_segments(
     let Some(cipher) = cipher else {
         return Ok(segments.to_vec());
     };
+    let mut sealer = OwnerCipher::new(cipher, owner);
     segments
         .iter()
         .map(|s| {
             let mut sealed = s.clone();
-            sealed.text = cipher.encrypt(owner, TRANSCRIPT_SEGMENTS_FIELD, &s.text)?;
+            sealed.text = sealer.encrypt(TRANSCRIPT_SEGMENTS_FIELD, &s.text)?;
             Ok(sealed)
         })
         .collect()
@@ -294,10 +297,11 @@ pub fn open_segments(
     segments: Vec<crate::TranscriptSegment>,
     cipher: Option<&FieldCipher>,
 ) -> Result<Vec<crate::TranscriptSegment>> {
+    let mut opener = cipher.map(|c| OwnerCipher::new(c, owner));
     segments
         .into_iter()
         .map(|mut s| {
-            s.text = open_value(cipher, owner, TRANSCRIPT_SEGMENTS_FIELD, s.text)?;
+            s.text = open_value(&mut opener, TRANSCRIPT_SEGMENTS_FIELD, s.text)?;
             Ok(s)
         })
         .collect()
@@ -331,10 +335,11 @@ pub fn open_transcript(
 ) -> Result<crate::Transcript> {
     let owner = transcript.owner.clone();
     transcript.segments = open_segments(&owner, std::mem::take(&mut transcript.segments), cipher)?;
+    let mut opener = cipher.map(|c| OwnerCipher::new(c, &owner));
     transcript.text = transcript
         .text
         .take()
-        .map(|t| open_value(cipher, &owner, TRANSCRIPT_TEXT_FIELD, t))
+        .map(|t| open_value(&mut opener, TRANSCRIPT_TEXT_FIELD, t))
         .transpose()?;
     Ok(transcript)
 }
