@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --example server            # then follow the printed curl lines
 //! cargo run --example server -- --help  # every setting (env var or flag)
+//! cargo run --example server -- --rekey # re-encrypt under the current master key
 //! ```
 
 use std::process::ExitCode;
@@ -24,6 +25,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(command) = config.admin {
+        // `--rekey` / `--key-report`: an administration command, not the server.
+        return match callcat_server::admin::run(&config, command).await {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("callcat server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let run = async {
         let server = Server::builder(config).build().await?;
         let listener = server.bind().await?;

@@ -1,6 +1,8 @@
-//! Field encryption at rest: [`FieldCipher`] seals phone numbers and recording URLs
-//! with AES-256-GCM under a key per owner (HKDF-SHA256 from a master key), and
-//! computes a keyed blind index (HMAC-SHA256) for equality look-ups.
+//! Field encryption at rest: [`FieldCipher`] seals personal values (phone numbers,
+//! names, prompts, analyses, transcript texts, ...) with AES-256-GCM under a key per
+//! owner (HKDF-SHA256 from a master key), and computes a keyed blind index
+//! (HMAC-SHA256) for equality look-ups. Which fields of which record are sealed is
+//! said by [`seal_call`], [`seal_window`] and [`seal_transcript`].
 //!
 //! Ciphertexts are versioned and name their key: `cc1.<key id>.<base64url(nonce ‖
 //! ciphertext ‖ tag)>`. The cipher holds a key ring: the first key encrypts, every
@@ -19,6 +21,10 @@ use sha2::Sha256;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::Owner;
+
+mod records;
+
+pub use records::*;
 
 const PREFIX: &str = "cc1";
 const NONCE_LEN: usize = 12;
@@ -80,7 +86,7 @@ impl std::fmt::Debug for FieldCipher {
     }
 }
 
-fn crypto(msg: impl Into<String>) -> Error {
+pub(crate) fn crypto(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Crypto, msg)
 }
 
@@ -132,27 +138,7 @@ impl FieldCipher {
 
     /// Seals `plaintext` for `owner`'s `field` under the current key.
     pub fn encrypt(&self, owner: &Owner, field: &str, plaintext: &str) -> Result<String> {
-        let key = &self.keys[0];
-        let cipher = Self::owner_cipher(key, owner)?;
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = Self::aad(owner, field);
-        let ct = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| crypto("encryption failed"))?;
-        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&ct);
-        Ok(format!(
-            "{PREFIX}.{}.{}",
-            key.id,
-            URL_SAFE_NO_PAD.encode(blob)
-        ))
+        OwnerCipher::new(self, owner).encrypt(field, plaintext)
     }
 
     fn parse(sealed: &str) -> Result<(u32, Vec<u8>)> {
@@ -177,14 +163,17 @@ impl FieldCipher {
     /// Opens a value sealed for `owner`'s `field`. Tampering, a wrong owner or field,
     /// or an unknown key is an `ErrorKind::Crypto` error, never garbage.
     pub fn decrypt(&self, owner: &Owner, field: &str, sealed: &str) -> Result<String> {
-        let (id, blob) = Self::parse(sealed)?;
-        let cipher = Self::owner_cipher(self.key(id)?, owner)?;
-        let (nonce, ct) = blob.split_at(NONCE_LEN);
-        let aad = Self::aad(owner, field);
-        let pt = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| crypto("the value failed authentication (tampered, or sealed for another owner or field)"))?;
-        String::from_utf8(pt).map_err(|_| crypto("decrypted value is not UTF-8"))
+        OwnerCipher::new(self, owner).decrypt(field, sealed)
+    }
+
+    /// The ids of the ring's keys, current first.
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.keys.iter().map(|k| k.id).collect()
+    }
+
+    /// Whether `id` is a key of this ring.
+    pub fn has_key(&self, id: u32) -> bool {
+        self.keys.iter().any(|k| k.id == id)
     }
 
     /// Whether a sealed value was made with an older key and should be rewritten.
@@ -192,6 +181,17 @@ impl FieldCipher {
         Self::parse(sealed)
             .map(|(id, _)| id != self.current_key_id())
             .unwrap_or(false)
+    }
+
+    /// The id of the key a sealed value (`cc1.<id>.…`) was made with; `None` for
+    /// anything else (a plain value).
+    pub fn sealed_key_id(value: &str) -> Option<u32> {
+        value.strip_prefix("cc1.")?.split('.').next()?.parse().ok()
+    }
+
+    /// The id of the key a blind index (`bi<id>.…`) was made with.
+    pub fn blind_index_key_id(index: &str) -> Option<u32> {
+        index.strip_prefix("bi")?.split('.').next()?.parse().ok()
     }
 
     fn index_with(key: &MasterKey, value: &str) -> String {
@@ -221,6 +221,73 @@ impl FieldCipher {
             .iter()
             .map(|k| Self::index_with(k, value))
             .collect()
+    }
+}
+
+/// A ring's keys derived for one owner on first use, so sealing or opening the
+/// many fields of one record derives each key once rather than once per field.
+pub(crate) struct OwnerCipher<'a> {
+    ring: &'a FieldCipher,
+    owner: &'a Owner,
+    derived: Vec<(u32, Aes256Gcm)>,
+}
+
+impl<'a> OwnerCipher<'a> {
+    pub(crate) fn new(ring: &'a FieldCipher, owner: &'a Owner) -> Self {
+        OwnerCipher {
+            ring,
+            owner,
+            derived: Vec::new(),
+        }
+    }
+
+    fn derived(&mut self, id: u32) -> Result<&Aes256Gcm> {
+        let i = match self.derived.iter().position(|(k, _)| *k == id) {
+            Some(i) => i,
+            None => {
+                let c = FieldCipher::owner_cipher(self.ring.key(id)?, self.owner)?;
+                self.derived.push((id, c));
+                self.derived.len() - 1
+            }
+        };
+        Ok(&self.derived[i].1)
+    }
+
+    /// Seals `plaintext` for the owner's `field` under the ring's current key.
+    pub(crate) fn encrypt(&mut self, field: &str, plaintext: &str) -> Result<String> {
+        let id = self.ring.current_key_id();
+        let aad = FieldCipher::aad(self.owner, field);
+        let cipher = self.derived(id)?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| crypto("encryption failed"))?;
+        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&ct);
+        Ok(format!("{PREFIX}.{id}.{}", URL_SAFE_NO_PAD.encode(blob)))
+    }
+
+    /// Opens a value sealed for the owner's `field` (see [`FieldCipher::decrypt`]).
+    pub(crate) fn decrypt(&mut self, field: &str, sealed: &str) -> Result<String> {
+        let (id, blob) = FieldCipher::parse(sealed)?;
+        let aad = FieldCipher::aad(self.owner, field);
+        let cipher = self.derived(id)?;
+        let (nonce, ct) = blob.split_at(NONCE_LEN);
+        let pt = cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| {
+                crypto(
+                    "the value failed authentication (tampered, or sealed for another owner or field)",
+                )
+            })?;
+        String::from_utf8(pt).map_err(|_| crypto("decrypted value is not UTF-8"))
     }
 }
 
@@ -343,253 +410,5 @@ mod tests {
         assert!(FieldCipher::new(vec![k(1, 1), k(1, 2)]).is_err());
         let c = FieldCipher::new(vec![key]).expect("cipher");
         assert_eq!(format!("{c:?}"), "FieldCipher { key_ids: [1] }");
-    }
-}
-
-/// The call fields sealed at rest.
-pub const SEALED_CALL_FIELDS: [&str; 3] = ["phone_number", "caller_number", "recording_url"];
-
-/// A call as stored: its JSON form with the sensitive fields sealed, plus the blind
-/// index of its phone number (for equality look-ups without the plaintext).
-#[derive(Debug, Clone, PartialEq)]
-pub struct SealedCall {
-    /// The record, as JSON (sealed fields replaced by ciphertexts when a cipher is set).
-    pub record: serde_json::Value,
-    /// The blind index of the phone number (`None` without a cipher).
-    pub phone_index: Option<String>,
-}
-
-/// Seals a call for storage. Without a cipher the record is plain JSON.
-pub fn seal_call(call: &crate::Call, cipher: Option<&FieldCipher>) -> Result<SealedCall> {
-    let mut record =
-        serde_json::to_value(call).map_err(|e| Error::internal(format!("serialize call: {e}")))?;
-    let Some(cipher) = cipher else {
-        return Ok(SealedCall {
-            record,
-            phone_index: None,
-        });
-    };
-    if let Some(obj) = record.as_object_mut() {
-        for field in SEALED_CALL_FIELDS {
-            if let Some(serde_json::Value::String(plain)) = obj.get(field) {
-                let sealed = cipher.encrypt(&call.owner, field, plain)?;
-                obj.insert(field.to_owned(), serde_json::Value::String(sealed));
-            }
-        }
-    }
-    Ok(SealedCall {
-        record,
-        phone_index: Some(cipher.blind_index(call.phone_number.as_str())),
-    })
-}
-
-/// Opens a stored call record. Sealed fields need the cipher (else `Crypto`);
-/// plain records (written before encryption was enabled) read as they are.
-pub fn open_call(
-    mut record: serde_json::Value,
-    cipher: Option<&FieldCipher>,
-) -> Result<crate::Call> {
-    let owner: Owner = record
-        .get("owner")
-        .cloned()
-        .map(serde_json::from_value)
-        .transpose()
-        .map_err(|e| Error::internal(format!("stored call has a bad owner: {e}")))?
-        .ok_or_else(|| Error::internal("stored call has no owner"))?;
-    if let Some(obj) = record.as_object_mut() {
-        for field in SEALED_CALL_FIELDS {
-            if let Some(serde_json::Value::String(v)) = obj.get(field)
-                && v.starts_with("cc1.")
-            {
-                let cipher = cipher.ok_or_else(|| {
-                    crypto("the record is encrypted but no master key is configured")
-                })?;
-                let plain = cipher.decrypt(&owner, field, v)?;
-                obj.insert(field.to_owned(), serde_json::Value::String(plain));
-            }
-        }
-    }
-    serde_json::from_value(record)
-        .map_err(|e| Error::internal(format!("stored call does not parse: {e}")))
-}
-
-/// The field name (bound as associated data) of sealed transcript segment texts.
-pub const TRANSCRIPT_SEGMENTS_FIELD: &str = "transcript.segments";
-/// The field name (bound as associated data) of a sealed free transcript text.
-pub const TRANSCRIPT_TEXT_FIELD: &str = "transcript.text";
-
-/// Whether a stored string is a sealed value (`cc1.` prefix). Stores open such
-/// values and leave others as they are (written before encryption was enabled).
-pub fn is_sealed(value: &str) -> bool {
-    value.starts_with("cc1.")
-}
-
-fn open_value(
-    cipher: Option<&FieldCipher>,
-    owner: &Owner,
-    field: &str,
-    value: String,
-) -> Result<String> {
-    if !is_sealed(&value) {
-        return Ok(value);
-    }
-    let cipher =
-        cipher.ok_or_else(|| crypto("the record is encrypted but no master key is configured"))?;
-    cipher.decrypt(owner, field, &value)
-}
-
-/// Seals the texts of `segments` for `owner` (field [`TRANSCRIPT_SEGMENTS_FIELD`]);
-/// without a cipher they are returned as they are.
-pub fn seal_segments(
-    owner: &Owner,
-    segments: &[crate::TranscriptSegment],
-    cipher: Option<&FieldCipher>,
-) -> Result<Vec<crate::TranscriptSegment>> {
-    let Some(cipher) = cipher else {
-        return Ok(segments.to_vec());
-    };
-    segments
-        .iter()
-        .map(|s| {
-            let mut sealed = s.clone();
-            sealed.text = cipher.encrypt(owner, TRANSCRIPT_SEGMENTS_FIELD, &s.text)?;
-            Ok(sealed)
-        })
-        .collect()
-}
-
-/// Opens segment texts sealed by [`seal_segments`]; plain texts pass through.
-pub fn open_segments(
-    owner: &Owner,
-    segments: Vec<crate::TranscriptSegment>,
-    cipher: Option<&FieldCipher>,
-) -> Result<Vec<crate::TranscriptSegment>> {
-    segments
-        .into_iter()
-        .map(|mut s| {
-            s.text = open_value(cipher, owner, TRANSCRIPT_SEGMENTS_FIELD, s.text)?;
-            Ok(s)
-        })
-        .collect()
-}
-
-/// Seals a transcript's segment texts and free text under the current key, for
-/// its owner. Ids, timings, roles and the provider call id stay plain.
-pub fn seal_transcript(
-    transcript: &crate::Transcript,
-    cipher: Option<&FieldCipher>,
-) -> Result<crate::Transcript> {
-    let mut out = transcript.clone();
-    let Some(c) = cipher else {
-        return Ok(out);
-    };
-    out.segments = seal_segments(&transcript.owner, &transcript.segments, cipher)?;
-    out.text = transcript
-        .text
-        .as_deref()
-        .map(|t| c.encrypt(&transcript.owner, TRANSCRIPT_TEXT_FIELD, t))
-        .transpose()?;
-    Ok(out)
-}
-
-/// Opens a transcript sealed by [`seal_transcript`]; plain texts pass through.
-/// A sealed text without a cipher, under an unknown key, or tampered with is an
-/// `ErrorKind::Crypto` error.
-pub fn open_transcript(
-    mut transcript: crate::Transcript,
-    cipher: Option<&FieldCipher>,
-) -> Result<crate::Transcript> {
-    let owner = transcript.owner.clone();
-    transcript.segments = open_segments(&owner, std::mem::take(&mut transcript.segments), cipher)?;
-    transcript.text = transcript
-        .text
-        .take()
-        .map(|t| open_value(cipher, &owner, TRANSCRIPT_TEXT_FIELD, t))
-        .transpose()?;
-    Ok(transcript)
-}
-
-#[cfg(test)]
-mod seal_tests {
-    use super::*;
-
-    #[test]
-    fn sealed_records_hide_numbers_and_urls_and_open_back() {
-        let cipher = FieldCipher::new(vec![MasterKey::new(1, [5; 32])]).expect("cipher");
-        let owner = Owner::new("t", "u");
-        let mut call = crate::testing_support::sample_call(&owner);
-        call.recording_url = Some("https://rec.example/secret.wav".into());
-        let sealed = seal_call(&call, Some(&cipher)).expect("seal");
-        let text = sealed.record.to_string();
-        assert!(
-            !text.contains("4155552671") && !text.contains("secret.wav"),
-            "{text}"
-        );
-        assert!(sealed.phone_index.is_some());
-        assert_eq!(
-            open_call(sealed.record.clone(), Some(&cipher)).expect("open"),
-            call
-        );
-        assert_eq!(
-            open_call(sealed.record, None).expect_err("no key").kind(),
-            ErrorKind::Crypto
-        );
-        let plain = seal_call(&call, None).expect("plain");
-        assert_eq!(
-            open_call(plain.record, Some(&cipher)).expect("plain reads"),
-            call
-        );
-    }
-
-    #[test]
-    fn transcripts_seal_texts_and_open_back() {
-        use crate::{SpeakerRole, Transcript, TranscriptSegment};
-        let cipher = FieldCipher::new(vec![MasterKey::new(1, [5; 32])]).expect("cipher");
-        let owner = Owner::new("t", "u");
-        let mut t = Transcript::new(crate::CallId::new(), owner.clone(), chrono::Utc::now());
-        t.segments = vec![TranscriptSegment::new(SpeakerRole::User, "my PIN is 4321")];
-        t.text = Some("free text 4321".into());
-        let sealed = seal_transcript(&t, Some(&cipher)).expect("seal");
-        assert!(!format!("{sealed:?}").contains("4321"));
-        assert_eq!(
-            open_transcript(sealed.clone(), Some(&cipher)).expect("open"),
-            t
-        );
-        assert_eq!(
-            open_transcript(sealed.clone(), None)
-                .expect_err("no key")
-                .kind(),
-            ErrorKind::Crypto
-        );
-        let mut moved = sealed;
-        moved.text = Some(moved.segments[0].text.clone());
-        assert_eq!(
-            open_transcript(moved, Some(&cipher))
-                .expect_err("other field")
-                .kind(),
-            ErrorKind::Crypto
-        );
-        assert_eq!(open_transcript(t.clone(), Some(&cipher)).expect("plain"), t);
-        assert_eq!(seal_transcript(&t, None).expect("no cipher"), t);
-    }
-
-    #[test]
-    fn resealing_an_old_record_uses_the_current_key() {
-        let old = FieldCipher::new(vec![MasterKey::new(1, [5; 32])]).expect("cipher");
-        let rotated =
-            FieldCipher::new(vec![MasterKey::new(2, [6; 32]), MasterKey::new(1, [5; 32])])
-                .expect("cipher");
-        let owner = Owner::new("t", "u");
-        let call = crate::testing_support::sample_call(&owner);
-        let v1 = seal_call(&call, Some(&old)).expect("seal");
-        let opened = open_call(v1.record, Some(&rotated)).expect("old key reads");
-        let v2 = seal_call(&opened, Some(&rotated)).expect("reseal");
-        let phone = v2.record["phone_number"].as_str().expect("sealed phone");
-        assert!(phone.starts_with("cc1.2."), "{phone}");
-        assert!(!rotated.needs_reencryption(phone));
-        assert_eq!(
-            v2.phone_index,
-            Some(rotated.blind_index(call.phone_number.as_str()))
-        );
     }
 }

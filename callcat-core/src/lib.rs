@@ -20,6 +20,7 @@ pub mod phone;
 pub mod planner;
 pub mod provider;
 pub mod retry;
+pub mod rotation;
 pub mod scheduler;
 pub mod service;
 pub mod simulator;
@@ -38,8 +39,8 @@ pub use call::{AttemptRecord, Call, CallAnalysis, CallCost, CallOutcome, CallSta
 pub use caller_numbers::CallerNumbers;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{
-    FieldCipher, MasterKey, SealedCall, open_call, open_segments, open_transcript, seal_call,
-    seal_segments, seal_transcript,
+    FieldCipher, KeyUsage, MasterKey, SealedCall, open_call, open_segments, open_transcript,
+    open_window, seal_call, seal_segments, seal_transcript, seal_window,
 };
 pub use engine::{
     DoNotCallCheck, DoNotCallService, Engine, EngineBuilder, EngineSettings, TranscriptService,
@@ -64,6 +65,7 @@ pub use provider::{
     ProviderEventKind, TelephonyProvider, WebhookRequest, WebhookVerifier,
 };
 pub use retry::{RetryDecision, RetryPolicy};
+pub use rotation::{KeyTally, RekeyReport, ResealPage, key_report, rekey};
 pub use scheduler::{
     DispatchResult, DoNotCallList, PreDialCheck, PreDialVerdict, Scheduler, SchedulerBuilder,
     SchedulerConfig, TickReport,

@@ -11,6 +11,7 @@ use crate::call::{Call, CallStatus};
 use crate::error::Result;
 use crate::ids::{CallId, Owner, TenantId, UserId, WindowId, WorkerId};
 use crate::phone::PhoneNumber;
+use crate::rotation::{ResealPage, reseal_unsupported};
 use crate::transcript::{Transcript, TranscriptSegment};
 use crate::window::CallWindow;
 
@@ -293,6 +294,26 @@ pub trait CallStore: Send + Sync + 'static {
         let n = count_active_matching(self, scope, |c| &c.phone_number == number).await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
+
+    /// Key rotation ([`crate::rotation`]): one page, in id order from `cursor`,
+    /// of the stored calls, counting the master keys their sealed fields and
+    /// phone blind index use. With `rewrite`, each call not in flight that holds a
+    /// value under another key than the current one (or a plain value of a sealed
+    /// field) is first re-sealed under the current key, only if it is unchanged
+    /// since it was read (same version); its version does not change. Calls in
+    /// flight, and calls changed meanwhile, are counted as deferred; calls that
+    /// cannot be opened as unreadable. `limit` is 1 to [`MAX_PAGE_SIZE`]; a
+    /// rewrite without a cipher is a `Validation` error. The default answers
+    /// `Unsupported`.
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let _ = (rewrite, limit, cursor);
+        Err(reseal_unsupported("calls"))
+    }
 }
 
 /// The active calls in `scope` that satisfy `pred`, counted page by page through
@@ -345,6 +366,20 @@ pub trait TranscriptStore: Send + Sync + 'static {
 
     /// Deletes transcripts expired at `now`; returns how many.
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Key rotation ([`crate::rotation`]): like [`CallStore::reseal_page`], over
+    /// transcripts (in call id order): a rewrite re-seals the segment texts and
+    /// free text only if the transcript is unchanged since it was read. The
+    /// default answers `Unsupported`.
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let _ = (rewrite, limit, cursor);
+        Err(reseal_unsupported("transcripts"))
+    }
 }
 
 /// Call windows.
@@ -368,6 +403,19 @@ pub trait WindowStore: Send + Sync + 'static {
 
     /// Deletes an owner's window; `NotFound` if absent or someone else's.
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()>;
+
+    /// Key rotation ([`crate::rotation`]): like [`CallStore::reseal_page`], over
+    /// windows (in id order): a rewrite re-seals the template only if the window
+    /// is unchanged since it was read. The default answers `Unsupported`.
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let _ = (rewrite, limit, cursor);
+        Err(reseal_unsupported("windows"))
+    }
 }
 
 /// One number on a tenant's do-not-call list.
@@ -409,6 +457,21 @@ pub trait DoNotCallStore: Send + Sync + 'static {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<DoNotCallEntry>>;
+
+    /// Key rotation ([`crate::rotation`]): like [`CallStore::reseal_page`], over
+    /// do-not-call entries: a rewrite re-seals the number and recomputes its
+    /// blind index under the current key (an entry under a retired key would no
+    /// longer be found, so its number could be called). The default answers
+    /// `Unsupported`.
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let _ = (rewrite, limit, cursor);
+        Err(reseal_unsupported("do-not-call entries"))
+    }
 }
 
 /// Conveniences over [`CallStore`] that every backend gets for free.

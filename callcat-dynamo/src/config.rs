@@ -195,8 +195,9 @@ impl DynamoStoresBuilder {
         self
     }
 
-    /// Encrypts calls (phone number, caller number, recording URL), transcript
-    /// texts and do-not-call numbers at rest with `cipher`, and stores the phone
+    /// Encrypts calls (numbers, callee name, subject, prompt, variables, analysis,
+    /// errors, recording URL), call window templates, transcript texts and
+    /// do-not-call numbers at rest with `cipher`, and stores the phone
     /// numbers' blind indexes in `phoneIndex` (calls) and `numberKey` (do-not-call).
     /// See the crate docs ("Encryption at rest").
     pub fn cipher(mut self, cipher: FieldCipher) -> Self {
@@ -290,19 +291,17 @@ impl DynamoStoresBuilder {
         let mut transcripts =
             DynamoTranscriptStore::new(client.clone(), &self.tables.transcripts, shards);
         let mut do_not_call = DynamoDoNotCallStore::new(client.clone(), &self.tables.do_not_call);
+        let mut windows = DynamoWindowStore::new(client.clone(), &self.tables.windows, shards);
         if let Some(c) = self.cipher {
             calls = calls.with_cipher(c.clone());
             transcripts = transcripts.with_cipher(c.clone());
+            windows = windows.with_cipher(c.clone());
             do_not_call = do_not_call.with_cipher(c);
         }
         Ok(DynamoStores {
             calls: Arc::new(calls),
             transcripts: Arc::new(transcripts),
-            windows: Arc::new(DynamoWindowStore::new(
-                client.clone(),
-                &self.tables.windows,
-                shards,
-            )),
+            windows: Arc::new(windows),
             do_not_call: Arc::new(do_not_call),
             client,
             tables: self.tables,

@@ -1,9 +1,12 @@
 //! [`DynamoDoNotCallStore`]: per-tenant do-not-call lists in their own table,
 //! numbers sealed and looked up by blind index when a cipher is configured.
 
-use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnConsumedCapacity, TransactWriteItem};
+use callcat_core::KeyUsage;
 use callcat_core::crypto::is_sealed;
 use callcat_core::cursor::Cursor;
+use callcat_core::rotation::{KeyTally, ResealPage, RowOutcome, check_reseal};
 use callcat_core::{
     DoNotCallEntry, DoNotCallStore, Error, ErrorKind, FieldCipher, Owner, Page, PhoneNumber,
     Result, TenantId, UserId,
@@ -392,6 +395,111 @@ impl DynamoDoNotCallStore {
     }
 }
 
+/// Key rotation ([`DoNotCallStore::reseal_page`]): a consistent Scan page; an
+/// entry under an old key (or plain) moves to its key under the current one in
+/// one transaction: delete the old item (only as it was read) and put the new
+/// one (only if the list does not hold that key yet), else it is deferred.
+impl DynamoDoNotCallStore {
+    async fn reseal_page_inner(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let cipher = check_reseal(self.cipher.as_ref(), rewrite, limit)?;
+        let (items, next_cursor) = crate::rotation::scan_page(
+            &self.ctx,
+            &self.table,
+            &[attr::TENANT, attr::NUMBER_KEY],
+            limit,
+            cursor,
+            None,
+        )
+        .await?;
+        let mut tally = KeyTally::default();
+        for item in &items {
+            let mut found = KeyUsage::default();
+            if let Some(k) = get_s(item, attr::NUMBER_KEY) {
+                found.note_index(k);
+            }
+            if let Some(n) = get_s(item, attr::NUMBER) {
+                found.note_value(n);
+            }
+            let outcome = match cipher {
+                Some(c) if found.needs_rewrite(c) => self.reseal(c, item).await?,
+                _ => RowOutcome::Untouched,
+            };
+            tally.record(&found, outcome);
+        }
+        Ok(ResealPage { tally, next_cursor })
+    }
+
+    async fn reseal(&self, cipher: &FieldCipher, item: &Item) -> DResult<RowOutcome> {
+        let (Some(tenant), Some(old_key), Some(old_number)) = (
+            get_s(item, attr::TENANT).and_then(|t| t.strip_prefix("T#")),
+            get_s(item, attr::NUMBER_KEY),
+            get_s(item, attr::NUMBER),
+        ) else {
+            return Ok(RowOutcome::Unreadable);
+        };
+        let tenant = TenantId::new(tenant);
+        let Ok(entry) = entry_from_item(item, &tenant, Some(cipher)) else {
+            return Ok(RowOutcome::Unreadable);
+        };
+        let new_item = entry_item(&entry, Some(cipher))?;
+        let mut after = KeyUsage::default();
+        if let (Some(k), Some(n)) = (
+            get_s(&new_item, attr::NUMBER_KEY),
+            get_s(&new_item, attr::NUMBER),
+        ) {
+            after.note_index(k);
+            after.note_value(n);
+        }
+        let key = Item::from([
+            (attr::TENANT.to_owned(), s(tenant_key(tenant.as_str()))),
+            (attr::NUMBER_KEY.to_owned(), s(old_key)),
+        ]);
+        let mut de = Expr::new();
+        let delete_cond = format!("{} = {}", de.name(attr::NUMBER), de.value(s(old_number)));
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression(delete_cond)
+            .set_expression_attribute_names(de.names())
+            .set_expression_attribute_values(de.values())
+            .build()
+            .map_err(|e| DynamoError::Corrupt(format!("request could not be built: {e}")))?;
+        let mut pe = Expr::new();
+        let put_cond = format!("attribute_not_exists({})", pe.name(attr::NUMBER_KEY));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(new_item))
+            .condition_expression(put_cond)
+            .set_expression_attribute_names(pe.names())
+            .build()
+            .map_err(|e| DynamoError::Corrupt(format!("request could not be built: {e}")))?;
+        let req = self
+            .ctx
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send();
+        match self.ctx.send(OpKind::Write, req).await {
+            Ok(_) => Ok(RowOutcome::Rewritten(after)),
+            // A condition failed: the item changed, or the new key is listed.
+            Err(err) if err.code() == Some("TransactionCanceledException") => {
+                Ok(RowOutcome::Deferred)
+            }
+            Err(err) => match DynamoError::sdk("TransactWriteItems", err) {
+                DynamoError::Conflict(_) => Ok(RowOutcome::Deferred),
+                other => Err(other),
+            },
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl DoNotCallStore for DynamoDoNotCallStore {
     async fn add(&self, entry: &DoNotCallEntry) -> Result<bool> {
@@ -420,6 +528,15 @@ impl DoNotCallStore for DynamoDoNotCallStore {
         cursor: Option<&str>,
     ) -> Result<Page<DoNotCallEntry>> {
         Ok(self.list_inner(tenant, limit, cursor).await?)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.reseal_page_inner(rewrite, limit, cursor).await
     }
 }
 

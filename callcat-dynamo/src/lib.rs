@@ -7,6 +7,7 @@ mod do_not_call;
 mod error;
 mod keys;
 mod metrics;
+mod rotation;
 mod tables;
 mod transcripts;
 mod windows;

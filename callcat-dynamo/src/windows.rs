@@ -4,10 +4,18 @@
 //! order): get, list and delete for an owner hit one partition. `list_all` reads the
 //! sharded `all-windows` index (`allShard = W#<n>`, sort key `windowId`) and merges
 //! the shards in id order.
+//!
+//! The `window` attribute holds the window's JSON record; with a cipher
+//! ([`DynamoWindowStore::with_cipher`]) the template's personal fields are sealed
+//! in it ([`callcat_core::seal_window`]). Records written before read as they are.
 
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use callcat_core::cursor::Cursor;
-use callcat_core::{CallWindow, Owner, Page, Result, WindowId, WindowStore};
+use callcat_core::rotation::{KeyTally, ResealPage, RowOutcome, check_reseal};
+use callcat_core::{
+    CallWindow, FieldCipher, KeyUsage, Owner, Page, Result, WindowId, WindowStore, open_window,
+    seal_window,
+};
 use futures::future::try_join_all;
 
 use crate::client::{Ctx, Expr, Item, QuerySpec, get_s, page_limit, s};
@@ -30,6 +38,7 @@ pub struct DynamoWindowStore {
     ctx: Ctx,
     table: String,
     shards: u32,
+    cipher: Option<FieldCipher>,
 }
 
 impl std::fmt::Debug for DynamoWindowStore {
@@ -37,15 +46,22 @@ impl std::fmt::Debug for DynamoWindowStore {
         f.debug_struct("DynamoWindowStore")
             .field("table", &self.table)
             .field("shards", &self.shards)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
 
-fn window_from_item(item: &Item) -> DResult<CallWindow> {
+/// The stored record of an item (sealed fields still sealed).
+fn record_of(item: &Item) -> DResult<serde_json::Value> {
     let json = get_s(item, attr::WINDOW)
         .ok_or_else(|| DynamoError::Corrupt("window item without `window`".into()))?;
     serde_json::from_str(json)
         .map_err(|e| DynamoError::Corrupt(format!("window does not parse: {e}")))
+}
+
+/// The window of an item, its sealed fields opened with `cipher`.
+fn window_from_item(item: &Item, cipher: Option<&FieldCipher>) -> DResult<CallWindow> {
+    open_window(record_of(item)?, cipher).map_err(DynamoError::Core)
 }
 
 impl DynamoWindowStore {
@@ -55,7 +71,16 @@ impl DynamoWindowStore {
             ctx: Ctx::new(client),
             table: table.into(),
             shards: shards.clamp(1, crate::config::MAX_SHARDS),
+            cipher: None,
         }
+    }
+
+    /// The same store, sealing each window's template (phone number, caller
+    /// number, callee name, subject, prompt, variables) with `cipher` before it
+    /// is stored.
+    pub fn with_cipher(mut self, cipher: FieldCipher) -> Self {
+        self.cipher = Some(cipher);
+        self
     }
 
     /// The table name.
@@ -95,7 +120,8 @@ impl DynamoWindowStore {
     /// taken) or a replacement (`exists = true`: `NotFound` unless the owner's
     /// window is there).
     async fn put_inner(&self, window: &CallWindow, exists: bool) -> DResult<()> {
-        let json = serde_json::to_string(window)
+        let record = seal_window(window, self.cipher.as_ref()).map_err(DynamoError::Core)?;
+        let json = serde_json::to_string(&record)
             .map_err(|e| DynamoError::Corrupt(format!("window does not serialize: {e}")))?;
         let mut item = Self::key(&window.owner, window.id);
         item.insert(attr::WINDOW.into(), s(json));
@@ -150,7 +176,7 @@ impl DynamoWindowStore {
             .map_err(|e| DynamoError::sdk("GetItem", e))?;
         out.item
             .as_ref()
-            .map(window_from_item)
+            .map(|i| window_from_item(i, self.cipher.as_ref()))
             .transpose()
             .map(|w| w.filter(|w| &w.owner == owner))
     }
@@ -171,7 +197,7 @@ impl DynamoWindowStore {
             .query_items(&spec, usize::MAX)
             .await?
             .iter()
-            .map(window_from_item)
+            .map(|i| window_from_item(i, self.cipher.as_ref()))
             .collect()
     }
 
@@ -219,7 +245,7 @@ impl DynamoWindowStore {
         let mut items = pages
             .iter()
             .flatten()
-            .map(window_from_item)
+            .map(|i| window_from_item(i, self.cipher.as_ref()))
             .collect::<DResult<Vec<_>>>()?;
         items.sort_by_key(|w| w.id);
         let more = items.len() > limit;
@@ -236,6 +262,67 @@ impl DynamoWindowStore {
             })
             .flatten();
         Ok(Page { items, next_cursor })
+    }
+
+    async fn reseal_page_inner(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let cipher = check_reseal(self.cipher.as_ref(), rewrite, limit)?;
+        let (items, next_cursor) = crate::rotation::scan_page(
+            &self.ctx,
+            &self.table,
+            &[attr::OWNER, attr::WINDOW_ID],
+            limit,
+            cursor,
+            None,
+        )
+        .await?;
+        let mut tally = KeyTally::default();
+        for item in &items {
+            let record = record_of(item)?;
+            let found = KeyUsage::of_window(&record);
+            let outcome = match cipher {
+                Some(c) if found.needs_rewrite(c) => self.reseal(c, item, record).await?,
+                _ => RowOutcome::Untouched,
+            };
+            tally.record(&found, outcome);
+        }
+        Ok(ResealPage { tally, next_cursor })
+    }
+
+    /// Re-seals one window item, only if its record is unchanged since read.
+    async fn reseal(
+        &self,
+        cipher: &FieldCipher,
+        item: &Item,
+        record: serde_json::Value,
+    ) -> DResult<RowOutcome> {
+        let (Ok(window), Some(old)) =
+            (open_window(record, Some(cipher)), get_s(item, attr::WINDOW))
+        else {
+            return Ok(RowOutcome::Unreadable);
+        };
+        let sealed = seal_window(&window, Some(cipher)).map_err(DynamoError::Core)?;
+        let after = KeyUsage::of_window(&sealed);
+        let json = serde_json::to_string(&sealed)
+            .map_err(|e| DynamoError::Corrupt(format!("window does not serialize: {e}")))?;
+        let mut e = Expr::new();
+        let name = e.name(attr::WINDOW);
+        let update = format!("SET {name} = {}", e.value(s(json)));
+        let condition = format!("{name} = {}", e.value(s(old)));
+        crate::rotation::conditional_update(
+            &self.ctx,
+            &self.table,
+            Self::key(&window.owner, window.id),
+            update,
+            condition,
+            e,
+            after,
+        )
+        .await
     }
 
     async fn delete_inner(&self, owner: &Owner, id: WindowId) -> DResult<()> {
@@ -287,5 +374,14 @@ impl WindowStore for DynamoWindowStore {
 
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {
         Ok(self.delete_inner(owner, id).await?)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.reseal_page_inner(rewrite, limit, cursor).await
     }
 }

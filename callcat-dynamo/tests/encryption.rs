@@ -1,5 +1,6 @@
 //! Encryption at rest on DynamoDB: raw items (GetItem, every attribute) after a
-//! full lifecycle hold no plaintext number or recording URL, keys rotate,
+//! full lifecycle hold no plaintext number, name, prompt, variables, analysis,
+//! error or recording URL, keys rotate,
 //! tampering is a typed error, and the blind-index look-up of active calls.
 
 mod common;
@@ -84,6 +85,14 @@ fn assert_no_plaintext(text: &str) {
         "2071838750",
         "secret-take",
         "recordings.example",
+        "Secretname",
+        "secret-subject",
+        "secret-prompt",
+        "secret-variable",
+        "secret-summary",
+        "secret-action",
+        "secret-error",
+        "secret-attempt",
     ] {
         assert!(
             !text.contains(secret),
@@ -95,6 +104,11 @@ fn assert_no_plaintext(text: &str) {
 fn new_call(o: &Owner) -> Call {
     let mut c = scheduled_call(o, t0());
     c.caller_number = Some(PhoneNumber::parse(CALLER).expect("caller"));
+    c.callee_name = "Ada Secretname".into();
+    c.subject = "the secret-subject".into();
+    c.instructions = "Ask about the secret-prompt.".into();
+    c.variables
+        .insert("diagnosis".into(), "secret-variable".into());
     c
 }
 
@@ -124,9 +138,12 @@ async fn lifecycle(calls: &DynamoCallStore, o: &Owner) -> Call {
     c.finished_at = c.ended_at;
     let mut c = calls.update(&c).await.expect("completed");
     c.analysis = Some(CallAnalysis {
-        summary: Some("went well".into()),
+        summary: Some("secret-summary".into()),
+        action_items: vec!["secret-action".into()],
         ..CallAnalysis::default()
     });
+    c.last_error = Some("secret-error".into());
+    c.current_attempt_mut().error = Some("secret-attempt".into());
     calls.update(&c).await.expect("analysis")
 }
 

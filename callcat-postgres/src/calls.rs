@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use callcat_core::cursor::Cursor;
+use callcat_core::rotation::ResealPage;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
     ActiveScope, Call, CallId, CallStatus, CallStore, Created, Error, Lease, ListQuery, ListView,
@@ -391,7 +392,7 @@ fn open_or_skip(db: &Db, id: CallId, record: serde_json::Value) -> Option<Call> 
 const STORE: &str = "postgres";
 
 /// How a quarantined row's `last_error` starts (see `CallSql::quarantine`).
-const QUARANTINE_PREFIX: &str = "quarantined:";
+pub(crate) const QUARANTINE_PREFIX: &str = "quarantined:";
 
 /// Cuts the `limit + 1` fetched rows to a page with the next cursor. The cursor
 /// is the last row's, read or not, so paging moves past skipped rows.
@@ -440,12 +441,44 @@ impl PostgresCallStore {
         lease_until: DateTime<Utc>,
         owner_cap: Option<u32>,
     ) -> Result<Vec<Call>> {
+        let (mut claimed, mut quarantined) = self
+            .claim_once(now, limit, worker, lease_until, owner_cap)
+            .await?;
+        // The capped claim gave an unreadable row its owner's share: now that it
+        // is set aside, claim again (bounded) so the owner's next call is not
+        // left for a later pass.
+        let mut rounds = 1;
+        while owner_cap.is_some() && quarantined > 0 && rounds < 4 {
+            let want = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(limit));
+            if want == 0 {
+                break;
+            }
+            let (more, q) = self
+                .claim_once(now, want, worker, lease_until, owner_cap)
+                .await?;
+            claimed.extend(more);
+            quarantined = q;
+            rounds += 1;
+        }
+        Ok(claimed)
+    }
+
+    /// One claim statement; the opened calls (earliest due first) and how many
+    /// rows were quarantined.
+    async fn claim_once(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+        owner_cap: Option<u32>,
+    ) -> Result<(Vec<Call>, usize)> {
         let sql = match owner_cap {
             Some(_) => self.sql.claim_capped.as_str(),
             None => self.sql.claim.as_str(),
         };
         if limit == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         let lease = Lease {
             worker: worker.clone(),
@@ -472,16 +505,20 @@ impl PostgresCallStore {
         // A row that cannot be opened is quarantined, never returned: it neither
         // fails this claim nor holds a lease, nor comes due again.
         let mut opened: Vec<(DateTime<Utc>, Call)> = Vec::with_capacity(rows.len());
+        let mut quarantined = 0;
         for (id, c, due) in rows {
             match open(&self.db, c.0) {
                 Ok(call) => opened.push((due, call)),
-                Err(e) => self.quarantine(id, worker, now, &e).await?,
+                Err(e) => {
+                    self.quarantine(id, worker, now, &e).await?;
+                    quarantined += 1;
+                }
             }
         }
         let mut rows = opened;
         // RETURNING has no order: restore "earliest due first".
         rows.sort_by_key(|(due, c)| (*due, c.id));
-        Ok(rows.into_iter().map(|(_, c)| c).collect())
+        Ok((rows.into_iter().map(|(_, c)| c).collect(), quarantined))
     }
 
     /// Quarantines the row `id` this claim just leased because its record cannot
@@ -897,6 +934,17 @@ impl CallStore for PostgresCallStore {
     ) -> Result<u32> {
         // The inherent method answers from the blind phone index.
         Self::active_calls_to_number(self, scope, number).await
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        crate::rotation::calls(&self.db, rewrite, limit, cursor)
+            .await
+            .map_err(|e| e.with_source_name(crate::error::SOURCE))
     }
 }
 

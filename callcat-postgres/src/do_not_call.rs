@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use callcat_core::crypto::is_sealed;
 use callcat_core::cursor::Cursor;
+use callcat_core::rotation::ResealPage;
 use callcat_core::store::MAX_PAGE_SIZE;
 use callcat_core::{
     DoNotCallEntry, DoNotCallStore, Error, ErrorKind, FieldCipher, Owner, Page, PhoneNumber,
@@ -37,9 +38,10 @@ const DO_NOT_CALL_FIELD: &str = "do_not_call.phone_number";
 /// calls table does. Look-ups (`add`'s duplicate check, `remove`, `contains`)
 /// match the blind index under every key of the ring, so entries written before
 /// a rotation are found, and the plain number, so entries written before
-/// encryption was enabled are found too. Entries are never rewritten: they keep
-/// the key they were sealed under until removed, so keep an old key in the ring
-/// while `number_key LIKE 'bi<old id>.%'` matches any row.
+/// encryption was enabled are found too. An entry keeps the key it was sealed
+/// under until removed or re-sealed by key rotation
+/// ([`callcat_core::rotation::rekey`], which rewrites both columns under the
+/// current key): keep an old key in the ring until its report counts no row.
 ///
 /// `list` pages oldest first by `(added_at, number_key)` over
 /// `do_not_call_tenant_added_idx`; cursors are the core [`Cursor`] (`added_at` in
@@ -106,7 +108,7 @@ impl DoNotCallSql {
 }
 
 /// A stored row: number key, stored number, added by, added at.
-type Row = (String, String, String, DateTime<Utc>);
+pub(crate) type Row = (String, String, String, DateTime<Utc>);
 
 fn crypto_error(message: &str) -> Error {
     Error::new(ErrorKind::Crypto, message).with_source_name(SOURCE)
@@ -130,7 +132,10 @@ fn lookup_keys(cipher: Option<&FieldCipher>, number: &PhoneNumber) -> Vec<String
 
 /// `(number_key, stored number)` for a new row: blind index and sealed number
 /// with a cipher, the plain number twice without.
-fn seal(cipher: Option<&FieldCipher>, entry: &DoNotCallEntry) -> Result<(String, String)> {
+pub(crate) fn seal(
+    cipher: Option<&FieldCipher>,
+    entry: &DoNotCallEntry,
+) -> Result<(String, String)> {
     let number = entry.phone_number.as_str();
     match cipher {
         Some(c) => Ok((
@@ -143,7 +148,11 @@ fn seal(cipher: Option<&FieldCipher>, entry: &DoNotCallEntry) -> Result<(String,
 }
 
 /// The entry in a row of `tenant`'s list, opening a sealed number with `cipher`.
-fn open(cipher: Option<&FieldCipher>, tenant: &TenantId, row: Row) -> Result<DoNotCallEntry> {
+pub(crate) fn open(
+    cipher: Option<&FieldCipher>,
+    tenant: &TenantId,
+    row: Row,
+) -> Result<DoNotCallEntry> {
     let (_, stored, added_by, added_at) = row;
     let plain = if is_sealed(&stored) {
         let cipher = cipher.ok_or_else(|| {
@@ -303,6 +312,17 @@ impl DoNotCallStore for PostgresDoNotCallStore {
             .map(|row| open(self.cipher(), tenant, row))
             .collect::<Result<_>>()?;
         Ok(Page { items, next_cursor })
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        crate::rotation::do_not_call(&self.db, rewrite, limit, cursor)
+            .await
+            .map_err(|e| e.with_source_name(crate::error::SOURCE))
     }
 }
 

@@ -6,6 +6,7 @@ mod calls;
 mod do_not_call;
 mod error;
 mod listener;
+mod rotation;
 mod sql;
 mod store;
 mod transcripts;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use callcat_core::crypto::{open_transcript, seal_segments, seal_transcript};
+use callcat_core::rotation::ResealPage;
 use callcat_core::transcript::DEFAULT_TRANSCRIPT_TTL;
 use callcat_core::{CallId, Error, Owner, Result, Transcript, TranscriptSegment, TranscriptStore};
 use chrono::{DateTime, Utc};
@@ -188,5 +189,16 @@ impl TranscriptStore for PostgresTranscriptStore {
             .await
             .map_err(PgError::sqlx("deleting expired transcripts"))?
             .rows_affected())
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        crate::rotation::transcripts(&self.db, rewrite, limit, cursor)
+            .await
+            .map_err(|e| e.with_source_name(crate::error::SOURCE))
     }
 }

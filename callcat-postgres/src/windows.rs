@@ -1,11 +1,17 @@
 //! [`PostgresWindowStore`]: call windows as owner columns plus the record in JSONB.
+//! With a cipher, the template's personal fields (phone number, caller number,
+//! callee name, subject, prompt, variables) are sealed in the record
+//! ([`callcat_core::seal_window`]); records written before read as they are.
 
 use std::fmt;
 use std::sync::Arc;
 
 use callcat_core::cursor::Cursor;
+use callcat_core::rotation::ResealPage;
 use callcat_core::store::MAX_PAGE_SIZE;
-use callcat_core::{CallWindow, Error, Owner, Page, Result, WindowId, WindowStore};
+use callcat_core::{
+    CallWindow, Error, Owner, Page, Result, WindowId, WindowStore, open_window, seal_window,
+};
 use sqlx::AssertSqlSafe;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -67,7 +73,19 @@ impl PostgresWindowStore {
         let sql = Arc::new(WindowSql::new(&db.tables.windows));
         PostgresWindowStore { db, sql }
     }
+
+    /// The stored record: sealed under the current key with a cipher.
+    fn seal(&self, window: &CallWindow) -> Result<serde_json::Value> {
+        seal_window(window, self.db.cipher.as_ref()).map_err(|e| e.with_source_name(SOURCE))
+    }
+
+    /// A window from its stored record (plain values read as they are).
+    fn open(&self, record: serde_json::Value) -> Result<CallWindow> {
+        open_window(record, self.db.cipher.as_ref()).map_err(|e| e.with_source_name(SOURCE))
+    }
 }
+
+type Row = (Json<serde_json::Value>,);
 
 #[async_trait::async_trait]
 impl WindowStore for PostgresWindowStore {
@@ -78,7 +96,7 @@ impl WindowStore for PostgresWindowStore {
             .bind(window.owner.tenant.as_str())
             .bind(window.owner.user.as_str())
             .bind(window.created_at)
-            .bind(Json(window))
+            .bind(Json(self.seal(window)?))
             .execute(&self.db.pool)
             .await
             .map_err(PgError::sqlx("creating a window"))?;
@@ -86,24 +104,24 @@ impl WindowStore for PostgresWindowStore {
     }
 
     async fn get(&self, owner: &Owner, id: WindowId) -> Result<Option<CallWindow>> {
-        let row: Option<(Json<CallWindow>,)> = sqlx::query_as(AssertSqlSafe(self.sql.get.as_str()))
+        let row: Option<Row> = sqlx::query_as(AssertSqlSafe(self.sql.get.as_str()))
             .bind(id.as_uuid())
             .bind(owner.tenant.as_str())
             .bind(owner.user.as_str())
             .fetch_optional(&self.db.pool)
             .await
             .map_err(PgError::sqlx("reading a window"))?;
-        Ok(row.map(|r| r.0.0))
+        row.map(|r| self.open(r.0.0)).transpose()
     }
 
     async fn list(&self, owner: &Owner) -> Result<Vec<CallWindow>> {
-        let rows: Vec<(Json<CallWindow>,)> = sqlx::query_as(AssertSqlSafe(self.sql.list.as_str()))
+        let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(self.sql.list.as_str()))
             .bind(owner.tenant.as_str())
             .bind(owner.user.as_str())
             .fetch_all(&self.db.pool)
             .await
             .map_err(PgError::sqlx("listing windows"))?;
-        Ok(rows.into_iter().map(|r| r.0.0).collect())
+        rows.into_iter().map(|r| self.open(r.0.0)).collect()
     }
 
     async fn list_all(&self, limit: u32, cursor: Option<&str>) -> Result<Page<CallWindow>> {
@@ -120,7 +138,7 @@ impl WindowStore for PostgresWindowStore {
             })
             .transpose()?;
         let fetch = i64::from(limit) + 1;
-        let rows: Vec<(Json<CallWindow>,)> = match after {
+        let rows: Vec<Row> = match after {
             None => sqlx::query_as(AssertSqlSafe(self.sql.list_all_first.as_str())).bind(fetch),
             Some(a) => sqlx::query_as(AssertSqlSafe(self.sql.list_all_after.as_str()))
                 .bind(fetch)
@@ -129,7 +147,10 @@ impl WindowStore for PostgresWindowStore {
         .fetch_all(&self.db.pool)
         .await
         .map_err(PgError::sqlx("listing all windows"))?;
-        let mut items: Vec<CallWindow> = rows.into_iter().map(|r| r.0.0).collect();
+        let mut items = rows
+            .into_iter()
+            .map(|r| self.open(r.0.0))
+            .collect::<Result<Vec<CallWindow>>>()?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = if more {
@@ -152,7 +173,7 @@ impl WindowStore for PostgresWindowStore {
             .bind(window.id.as_uuid())
             .bind(window.owner.tenant.as_str())
             .bind(window.owner.user.as_str())
-            .bind(Json(window))
+            .bind(Json(self.seal(window)?))
             .execute(&self.db.pool)
             .await
             .map_err(PgError::sqlx("updating a window"))?
@@ -179,5 +200,16 @@ impl WindowStore for PostgresWindowStore {
         } else {
             Err(Error::not_found(format!("window {id} not found")).with_source_name(SOURCE))
         }
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        crate::rotation::windows(&self.db, rewrite, limit, cursor)
+            .await
+            .map_err(|e| e.with_source_name(SOURCE))
     }
 }

@@ -1,6 +1,7 @@
 //! Encryption at rest on PostgreSQL: raw rows after a full lifecycle hold no
-//! plaintext number or recording URL, keys rotate, tampering is a typed error,
-//! and the blind-index look-up of active calls to a number.
+//! plaintext number, name, prompt, analysis, error or recording URL, keys
+//! rotate, tampering is a typed error, and the blind-index look-up of active
+//! calls to a number. (Windows and `rekey`: tests/key_rotation.rs.)
 
 mod common;
 
@@ -50,6 +51,14 @@ fn assert_no_plaintext(text: &str) {
         "2071838750",
         "secret-take",
         "recordings.example",
+        "Secretname",
+        "secret-subject",
+        "secret-prompt",
+        "secret-variable",
+        "secret-summary",
+        "secret-action",
+        "secret-error",
+        "secret-attempt",
     ] {
         assert!(
             !text.contains(secret),
@@ -58,8 +67,14 @@ fn assert_no_plaintext(text: &str) {
     }
 }
 
+/// The call with a caller number and personal texts in every sealed field.
 fn with_caller(mut c: Call) -> Call {
     c.caller_number = Some(PhoneNumber::parse(CALLER).expect("caller"));
+    c.callee_name = "Ada Secretname".into();
+    c.subject = "the secret-subject".into();
+    c.instructions = "Ask about the secret-prompt.".into();
+    c.variables
+        .insert("diagnosis".into(), "secret-variable".into());
     c
 }
 
@@ -89,9 +104,12 @@ async fn lifecycle(calls: &PostgresCallStore, o: &Owner) -> Call {
     c.finished_at = c.ended_at;
     let mut c = calls.update(&c).await.expect("completed");
     c.analysis = Some(CallAnalysis {
-        summary: Some("went well".into()),
+        summary: Some("secret-summary".into()),
+        action_items: vec!["secret-action".into()],
         ..CallAnalysis::default()
     });
+    c.last_error = Some("secret-error".into());
+    c.current_attempt_mut().error = Some("secret-attempt".into());
     calls.update(&c).await.expect("analysis")
 }
 
@@ -381,6 +399,35 @@ async fn an_unreadable_row_is_quarantined_and_the_others_are_claimed() {
     callcat_core::LiveTracker::start(shared, &callcat_core::UpdateBus::new(16), 16)
         .await
         .expect("the live tracker starts");
+}
+
+/// The capped claim (owner cap 1): an unreadable row of the owner is set aside
+/// and the owner's next, readable call is claimed in the same claim, instead
+/// of the unreadable one using up the owner's share of the pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_capped_claim_takes_the_owners_readable_call_past_an_unreadable_one() {
+    let db = db_or_skip!();
+    let o = owner("acme", "alice");
+    let bad = call_at(&o, t0());
+    db.store
+        .with_cipher(ring(&[9]))
+        .calls()
+        .create(&bad)
+        .await
+        .expect("create under key 9");
+    let calls = db.store.with_cipher(ring(&[1])).calls();
+    let good = call_at(&o, t0() + secs(1));
+    calls.create(&good).await.expect("create under key 1");
+
+    let claimed = calls
+        .claim_due_capped(t0() + secs(5), 10, &WorkerId::new("w"), t0() + secs(35), 1)
+        .await
+        .expect("one unreadable row never fails the claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![good.id]
+    );
+    assert_eq!(raw_status(&db, &bad).await, ("FAILED".to_owned(), None));
 }
 
 /// An active row that cannot be opened is skipped by listings (with a log), and

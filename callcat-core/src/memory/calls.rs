@@ -12,7 +12,10 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner, TenantId, WorkerId};
 use crate::phone::PhoneNumber;
+use crate::rotation::ResealPage;
 use crate::store::{ActiveScope, CallStore, Created, ListQuery, ListView, Page, StoreCapabilities};
+
+mod rotation;
 
 /// Calls in memory, behind one mutex, with a due index so claims and
 /// `next_due_at` cost O(log n).
@@ -162,6 +165,17 @@ impl State {
                 Err(err) => self.quarantine(id, &err),
             }
         }
+        self.lease_opened(opened, now, worker, lease_until)
+    }
+
+    /// Leases calls already opened to `worker`.
+    fn lease_opened(
+        &mut self,
+        opened: Vec<Call>,
+        now: DateTime<Utc>,
+        worker: &WorkerId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Call>> {
         let mut claimed = Vec::with_capacity(opened.len());
         for c in opened {
             let Some(mut c) = crate::lifecycle::claim(&c, worker, now, lease_until) else {
@@ -557,21 +571,32 @@ impl CallStore for InMemoryCallStore {
         let mut st = self.lock();
         let now_ms = now.timestamp_millis();
         let mut taken: HashMap<Owner, u32> = HashMap::new();
-        let mut due = Vec::new();
+        let mut opened = Vec::new();
+        // Opened here, before it counts toward its owner's share: a call that
+        // cannot be opened is quarantined and takes no one's place.
+        let mut unreadable = Vec::new();
         for (at, id) in &st.due {
-            if *at > now_ms || due.len() >= limit as usize {
+            if *at > now_ms || opened.len() >= limit as usize {
                 break;
             }
             let Some(e) = st.calls.get(id) else { continue };
             if !st.capped_allows(e, owner_cap, &taken) {
                 continue;
             }
-            if e.status != CallStatus::Dispatching {
-                *taken.entry(e.owner.clone()).or_default() += 1;
+            match st.open(e) {
+                Ok(c) => {
+                    if e.status != CallStatus::Dispatching {
+                        *taken.entry(e.owner.clone()).or_default() += 1;
+                    }
+                    opened.push(c);
+                }
+                Err(err) => unreadable.push((*id, err)),
             }
-            due.push(*id);
         }
-        st.claim_ids(due, now, worker, lease_until)
+        for (id, err) in unreadable {
+            st.quarantine(id, &err);
+        }
+        st.lease_opened(opened, now, worker, lease_until)
     }
 
     async fn next_due_capped(&self, owner_cap: u32) -> Result<crate::store::NextDue> {
@@ -610,5 +635,14 @@ impl CallStore for InMemoryCallStore {
     ) -> Result<u32> {
         // The inherent method answers from the blind phone index.
         Self::active_calls_to_number(self, scope, number)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.lock().reseal_page(rewrite, limit, cursor)
     }
 }

@@ -6,6 +6,7 @@ use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::phone::PhoneNumber;
+use crate::rotation::{KeyTally, ResealPage, check_reseal};
 use crate::store::{DoNotCallEntry, DoNotCallStore, Page};
 
 /// Do-not-call lists in memory.
@@ -93,6 +94,38 @@ impl DoNotCallStore for InMemoryDoNotCallStore {
         Ok(Page {
             items: entries,
             next_cursor,
+        })
+    }
+
+    /// The in-memory lists keep numbers in process memory unsealed (they have no
+    /// cipher): every entry is counted, under no key, and nothing is rewritten.
+    async fn reseal_page(
+        &self,
+        _rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        check_reseal(None, false, limit)?;
+        let skip: usize = match cursor {
+            None => 0,
+            Some(c) => usize::try_from(Cursor::decode(c)?.key)
+                .map_err(|_| Error::validation("nextToken", "the page token is not valid"))?,
+        };
+        let total = self.lock().len();
+        let rows = total.saturating_sub(skip).min(limit as usize);
+        let end = skip + rows;
+        Ok(ResealPage {
+            tally: KeyTally {
+                rows: rows as u64,
+                ..KeyTally::default()
+            },
+            next_cursor: (end < total).then(|| {
+                Cursor {
+                    key: i64::try_from(end).unwrap_or(i64::MAX),
+                    id: String::new(),
+                }
+                .encode()
+            }),
         })
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::call::{Call, CallStatus};
-use crate::crypto::{FieldCipher, open_call, seal_call};
+use crate::crypto::{FieldCipher, KeyUsage, open_call, seal_call};
 use crate::error::Result;
 use crate::ids::{CallId, Owner};
 use crate::phone::PhoneNumber;
@@ -67,6 +67,23 @@ impl Entry {
         match &self.body {
             Body::Plain(c) => Ok((**c).clone()),
             Body::Sealed(record) => open_call(record.clone(), cipher),
+        }
+    }
+
+    /// Which keys the stored form uses (a plain body counts as plain values).
+    pub(super) fn key_usage(&self) -> KeyUsage {
+        match &self.body {
+            Body::Plain(_) => KeyUsage {
+                plain: true,
+                ..KeyUsage::default()
+            },
+            Body::Sealed(record) => {
+                let mut usage = KeyUsage::of_call(record);
+                if let Some(i) = &self.phone_index {
+                    usage.note_index(i);
+                }
+                usage
+            }
         }
     }
 

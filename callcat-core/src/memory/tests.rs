@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{InMemoryCallStore, InMemoryTranscriptStore};
+use super::{
+    InMemoryCallStore, InMemoryDoNotCallStore, InMemoryTranscriptStore, InMemoryWindowStore,
+};
 use crate::crypto::{FieldCipher, MasterKey};
 use crate::{
     ActiveScope, Call, CallAnalysis, CallStatus, CallStore, CallTemplate, ErrorKind, Limits,
@@ -28,12 +30,15 @@ fn ring(ids: &[u32]) -> FieldCipher {
 
 fn call_to(owner: &Owner, number: &str) -> Call {
     let mut template = CallTemplate::new(
-        "Ada",
+        "Ada Secretname",
         PhoneNumber::parse(number).expect("number"),
-        "Checkup",
-        "Ask how the week went.",
+        "Checkup about the secret-subject",
+        "Ask how the secret-prompt week went.",
     );
     template.caller_number = Some(PhoneNumber::parse(CALLER).expect("caller"));
+    template
+        .variables
+        .insert("diagnosis".into(), "secret-variable".into());
     NewCall::new(template)
         .at(t0())
         .into_call(owner.clone(), t0(), &Limits::default())
@@ -67,9 +72,12 @@ async fn lifecycle(store: &InMemoryCallStore, owner: &Owner) -> Call {
     c.finished_at = c.ended_at;
     let mut c = store.update(&c).await.expect("completed");
     c.analysis = Some(CallAnalysis {
-        summary: Some("fine".into()),
+        summary: Some("secret-summary".into()),
+        action_items: vec!["secret-action".into()],
         ..CallAnalysis::default()
     });
+    c.last_error = Some("secret-error".into());
+    c.current_attempt_mut().error = Some("secret-attempt".into());
     store.update(&c).await.expect("analysis")
 }
 
@@ -79,7 +87,19 @@ async fn memory_holds_no_plaintext_and_the_owner_reads_it_back() {
     let owner = Owner::new("acme", "alice");
     let done = lifecycle(&store, &owner).await;
     let dump = store.dump();
-    for secret in ["4155552671", "2071838750", "secret-take"] {
+    for secret in [
+        "4155552671",
+        "2071838750",
+        "secret-take",
+        "Secretname",
+        "secret-subject",
+        "secret-prompt",
+        "secret-variable",
+        "secret-summary",
+        "secret-action",
+        "secret-error",
+        "secret-attempt",
+    ] {
         assert!(!dump.contains(secret), "{secret} in memory: {dump}");
     }
     assert!(dump.contains("cc1.1."), "sealed values are there");
@@ -359,4 +379,204 @@ async fn a_scheduler_tick_dials_past_an_unreadable_call() {
     let report = sched.tick().await.expect("a second tick");
     assert_eq!(report.claimed, 0);
     assert_eq!(store.list_quarantined().await.expect("list"), vec![bad.id]);
+}
+
+fn window_of(owner: &Owner) -> crate::CallWindow {
+    let template = call_to(owner, NUMBER);
+    let mut t = CallTemplate::new(
+        template.callee_name,
+        template.phone_number,
+        template.subject,
+        template.instructions,
+    );
+    t.caller_number = template.caller_number;
+    t.variables = template.variables;
+    crate::CallWindow {
+        id: crate::WindowId::new(),
+        owner: owner.clone(),
+        schedule: crate::WindowSchedule::OneOff {
+            start_at: t0(),
+            end_at: t0() + TimeDelta::hours(1),
+            timezone: chrono_tz::Europe::Berlin,
+        },
+        template: t,
+        created_at: t0(),
+    }
+}
+
+#[tokio::test]
+async fn windows_hold_no_plaintext_and_the_owner_reads_them_back() {
+    use crate::WindowStore;
+    let store = InMemoryWindowStore::with_cipher(ring(&[1]));
+    let owner = Owner::new("acme", "alice");
+    let w = window_of(&owner);
+    store.create(&w).await.expect("create");
+    let mut edited = w.clone();
+    edited.template.instructions = "Ask about the other secret-prompt.".into();
+    store.update(&edited).await.expect("update");
+    let dump = store.dump();
+    for secret in [
+        "4155552671",
+        "2071838750",
+        "Secretname",
+        "secret-subject",
+        "secret-prompt",
+        "secret-variable",
+    ] {
+        assert!(!dump.contains(secret), "{secret} in memory: {dump}");
+    }
+    assert_eq!(
+        store.get(&owner, w.id).await.expect("get"),
+        Some(edited.clone())
+    );
+    assert_eq!(
+        store.list(&owner).await.expect("list"),
+        vec![edited.clone()]
+    );
+    let page = store.list_all(10, None).await.expect("list all");
+    assert_eq!(page.items, vec![edited.clone()]);
+    assert_eq!(
+        store
+            .get(&Owner::new("acme", "bob"), w.id)
+            .await
+            .expect("get"),
+        None
+    );
+    store.set_cipher(ring(&[2]));
+    let err = store.get(&owner, w.id).await.expect_err("key 1 is gone");
+    assert_eq!(err.kind(), ErrorKind::Crypto);
+
+    // Windows written before encryption was enabled still read.
+    let plain = InMemoryWindowStore::new();
+    plain.create(&w).await.expect("create");
+    assert!(plain.dump().contains("Secretname"));
+    plain.set_cipher(ring(&[1]));
+    assert_eq!(plain.get(&owner, w.id).await.expect("plain reads"), Some(w));
+}
+
+/// Stores under key 1 (and one plain call from before encryption), then key 2
+/// becomes current: `rekey` re-seals every row it may touch, in batches of 2,
+/// leaves the call in flight for its own next write, and the report says when
+/// key 1 can go.
+#[tokio::test]
+async fn rekey_reseals_old_rows_and_reports_when_the_old_key_can_be_retired() {
+    use std::sync::Arc;
+
+    use crate::rotation::{key_report, rekey};
+    use crate::{Stores, WindowStore};
+
+    let calls = Arc::new(InMemoryCallStore::new());
+    let windows = Arc::new(InMemoryWindowStore::with_cipher(ring(&[1])));
+    let transcripts = Arc::new(InMemoryTranscriptStore::with_cipher(ring(&[1])));
+    let stores = Stores {
+        calls: calls.clone(),
+        transcripts: transcripts.clone(),
+        windows: windows.clone(),
+        do_not_call: Arc::new(InMemoryDoNotCallStore::new()),
+    };
+    let owner = Owner::new("acme", "alice");
+    // Due tomorrow, so the lifecycle's claim below leaves it alone.
+    let mut plain = call_to(&owner, "+14155552600");
+    plain.scheduled_for = t0() + TimeDelta::days(1);
+    plain.next_action_at = Some(plain.scheduled_for);
+    calls.create(&plain).await.expect("plain call");
+    calls.set_cipher(ring(&[1]));
+    let finished = lifecycle(&calls, &owner).await;
+    for i in 1..=3 {
+        let c = call_to(&owner, &format!("+1415555261{i}"));
+        calls.create(&c).await.expect("scheduled");
+    }
+    let mut in_flight = call_to(&owner, "+14155552699");
+    in_flight.status = CallStatus::Ringing;
+    in_flight.next_action_at = None;
+    let in_flight = calls.create(&in_flight).await.expect("ringing").into_call();
+    windows.create(&window_of(&owner)).await.expect("window");
+    let seg = TranscriptSegment::new(SpeakerRole::User, "my account is 99887766");
+    transcripts
+        .append(finished.id, &owner, None, &[seg], t0())
+        .await
+        .expect("transcript");
+
+    let rotated = ring(&[2, 1]);
+    calls.set_cipher(rotated.clone());
+    windows.set_cipher(rotated.clone());
+    transcripts.set_cipher(rotated.clone());
+
+    let before = key_report(&stores, &rotated, 2).await.expect("report");
+    assert_eq!(before.rows_under(1), 7, "{before}");
+    assert_eq!(before.plain_rows(), 1, "{before}");
+    assert!(!before.can_retire(1));
+    assert!(calls.dump().contains("cc1.1."), "counting changes nothing");
+
+    let report = rekey(&stores, &rotated, 2).await.expect("rekey");
+    let t = &report.tables["calls"];
+    assert_eq!(
+        (t.rows, t.rewritten, t.deferred, t.unreadable),
+        (6, 5, 1, 0),
+        "{report}"
+    );
+    assert_eq!(
+        t.by_key.get(&1),
+        Some(&1),
+        "only the call in flight: {report}"
+    );
+    assert_eq!(t.plain, 0, "{report}");
+    assert_eq!(report.tables["windows"].rewritten, 1, "{report}");
+    assert_eq!(report.tables["transcripts"].rewritten, 1, "{report}");
+    assert_eq!(report.tables["do-not-call"].rows, 0, "{report}");
+    assert!(report.unsupported.is_empty(), "{report}");
+    assert_eq!(report.rows_under(1), 1);
+    assert!(!report.can_retire(1));
+    assert!(
+        report.to_string().contains("key 1: 1 rows: still needed"),
+        "{report}"
+    );
+
+    // Every rewritten row reads back the same; versions did not move.
+    let read = calls.get(finished.id).await.expect("get").expect("found");
+    assert_eq!(read, finished);
+    assert_eq!(calls.get(plain.id).await.expect("get"), Some(plain.clone()));
+
+    // The call in flight ends (its write seals it under key 2): key 1 is free.
+    let mut done = in_flight.clone();
+    done.status = CallStatus::Completed;
+    done.finished_at = Some(t0());
+    calls.update(&done).await.expect("finished");
+    let after = rekey(&stores, &rotated, 2).await.expect("rekey again");
+    assert_eq!(after.tables["calls"].rewritten, 0, "{after}");
+    assert!(after.can_retire(1), "{after}");
+    assert!(
+        after.to_string().contains("key 1: 0 rows: can be retired"),
+        "{after}"
+    );
+    for dump in [calls.dump(), windows.dump(), format!("{transcripts:?}")] {
+        assert!(!dump.contains("cc1.1."), "{dump}");
+        assert!(dump.contains("cc1.2."), "{dump}");
+    }
+
+    // Only key 2 left: everything still reads.
+    let only_new = ring(&[2]);
+    calls.set_cipher(only_new.clone());
+    windows.set_cipher(only_new.clone());
+    transcripts.set_cipher(only_new);
+    assert_eq!(
+        calls.get(finished.id).await.expect("get"),
+        Some(finished.clone())
+    );
+    assert_eq!(windows.list(&owner).await.expect("windows").len(), 1);
+    let t = transcripts.get(finished.id, t0()).await.expect("get");
+    assert!(t.is_some());
+}
+
+#[tokio::test]
+async fn rekey_without_a_master_key_is_refused_naming_it() {
+    use crate::store::TranscriptStore as _;
+    let store = InMemoryTranscriptStore::new();
+    let err = store
+        .reseal_page(true, 10, None)
+        .await
+        .expect_err("no cipher");
+    assert_eq!(err.field(), Some("CALLCAT_MASTER_KEY"));
+    let err = store.reseal_page(false, 0, None).await.expect_err("limit");
+    assert_eq!(err.field(), Some("limit"));
 }

@@ -3,9 +3,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
-use crate::crypto::{FieldCipher, open_transcript, seal_segments, seal_transcript};
+use crate::crypto::{FieldCipher, KeyUsage, open_transcript, seal_segments, seal_transcript};
+use crate::cursor::Cursor;
 use crate::error::{Error, Result};
 use crate::ids::{CallId, Owner};
+use crate::rotation::{KeyTally, ResealPage, RowOutcome, check_reseal};
 use crate::store::TranscriptStore;
 use crate::transcript::{Transcript, TranscriptSegment};
 
@@ -124,5 +126,66 @@ impl TranscriptStore for InMemoryTranscriptStore {
         let before = st.len();
         st.retain(|_, t| !t.is_expired(now));
         Ok((before - st.len()) as u64)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let cipher = self.cipher();
+        let cipher = check_reseal(cipher.as_ref(), rewrite, limit)?;
+        let after: Option<CallId> = cursor
+            .map(|c| {
+                Cursor::decode(c)?
+                    .id
+                    .parse()
+                    .map_err(|_| Error::validation("nextToken", "the page token is not valid"))
+            })
+            .transpose()?;
+        // Under the lock throughout: a rewrite never races an append.
+        let mut st = self.lock();
+        let mut ids: Vec<CallId> = st
+            .keys()
+            .filter(|id| after.is_none_or(|a| **id > a))
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        let limit = limit as usize;
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let mut tally = KeyTally::default();
+        for id in &ids {
+            let Some(stored) = st.get(id).cloned() else {
+                continue;
+            };
+            let found = KeyUsage::of_transcript(&stored);
+            let outcome = match cipher {
+                Some(c) if found.needs_rewrite(c) => match open_transcript(stored, Some(c)) {
+                    Err(_) => RowOutcome::Unreadable,
+                    Ok(plain) => {
+                        let resealed = seal_transcript(&plain, Some(c))?;
+                        let now = KeyUsage::of_transcript(&resealed);
+                        st.insert(*id, resealed);
+                        RowOutcome::Rewritten(now)
+                    }
+                },
+                _ => RowOutcome::Untouched,
+            };
+            tally.record(&found, outcome);
+        }
+        let next_cursor = more
+            .then(|| {
+                ids.last().map(|id| {
+                    Cursor {
+                        key: 0,
+                        id: id.to_string(),
+                    }
+                    .encode()
+                })
+            })
+            .flatten();
+        Ok(ResealPage { tally, next_cursor })
     }
 }

@@ -10,6 +10,7 @@ use crate::call::Call;
 use crate::error::Result;
 use crate::ids::{CallId, Owner, TenantId, WindowId, WorkerId};
 use crate::phone::PhoneNumber;
+use crate::rotation::ResealPage;
 use crate::store::{
     ActiveScope, CallStore, Created, DoNotCallEntry, DoNotCallStore, ListQuery, Page,
     StoreCapabilities, TranscriptStore, WindowStore,
@@ -122,6 +123,14 @@ impl<S: CallStore + ?Sized, G: Send + Sync + 'static> CallStore for KeepAlive<S,
     ) -> Result<u32> {
         self.inner.active_calls_to_number(scope, number).await
     }
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.inner.reseal_page(rewrite, limit, cursor).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -156,6 +165,14 @@ impl<S: TranscriptStore + ?Sized, G: Send + Sync + 'static> TranscriptStore for 
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {
         self.inner.delete_expired(now).await
     }
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.inner.reseal_page(rewrite, limit, cursor).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -177,6 +194,14 @@ impl<S: WindowStore + ?Sized, G: Send + Sync + 'static> WindowStore for KeepAliv
     }
     async fn delete(&self, owner: &Owner, id: WindowId) -> Result<()> {
         self.inner.delete(owner, id).await
+    }
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.inner.reseal_page(rewrite, limit, cursor).await
     }
 }
 
@@ -201,5 +226,13 @@ impl<S: DoNotCallStore + ?Sized, G: Send + Sync + 'static> DoNotCallStore for Ke
         cursor: Option<&str>,
     ) -> Result<Page<DoNotCallEntry>> {
         self.inner.list(tenant, limit, cursor).await
+    }
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.inner.reseal_page(rewrite, limit, cursor).await
     }
 }

@@ -4,6 +4,7 @@ mod by_number;
 mod claim;
 pub(crate) mod item;
 mod list;
+mod rotation;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use aws_sdk_dynamodb::types::{
     Delete, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
 };
+use callcat_core::rotation::ResealPage;
 use callcat_core::{
     ActiveScope, Call, CallId, CallStatus, CallStore, Created, FieldCipher, ListQuery, Owner, Page,
     Result, StoreCapabilities, TenantId, WorkerId,
@@ -691,5 +693,14 @@ impl CallStore for DynamoCallStore {
     ) -> Result<u32> {
         // The inherent method answers from the blind phone index.
         Self::active_calls_to_number(self, scope, number).await
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.reseal_page_inner(rewrite, limit, cursor).await
     }
 }

@@ -342,7 +342,7 @@ impl ServerBuilder {
 
 /// Opens the configured store. For PostgreSQL the schema is migrated and a
 /// LISTEN/NOTIFY listener relays wake-ups from other processes (keep it alive).
-async fn open_stores(
+pub(crate) async fn open_stores(
     config: &Config,
     wakeup: &Wakeup,
 ) -> Result<(Stores, Option<PostgresWakeupListener>), StartError> {
@@ -355,8 +355,8 @@ async fn open_stores(
             match cipher {
                 Some(c) => Stores {
                     calls: Arc::new(InMemoryCallStore::with_cipher(c.clone())),
-                    transcripts: Arc::new(InMemoryTranscriptStore::with_cipher(c)),
-                    windows: Arc::new(InMemoryWindowStore::new()),
+                    transcripts: Arc::new(InMemoryTranscriptStore::with_cipher(c.clone())),
+                    windows: Arc::new(InMemoryWindowStore::with_cipher(c)),
                     do_not_call: Arc::new(InMemoryDoNotCallStore::new()),
                 },
                 None => in_memory_stores(),

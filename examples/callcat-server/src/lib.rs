@@ -3,6 +3,7 @@
 //! store and provider, metrics, and the HTTP API of [`callcat_axum`] with JWT
 //! authentication — assembled by [`ServerBuilder`].
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod metrics;
@@ -11,7 +12,7 @@ pub mod server;
 
 pub use app::{AppState, ServerBuilder, StartError};
 pub use callcat_axum::{ApiError, ApiResult, AuthUser, Claims, JwtAuthenticator};
-pub use config::{Config, ConfigError, DispatchConfig, StoreConfig, TelephonyConfig};
+pub use config::{AdminCommand, Config, ConfigError, DispatchConfig, StoreConfig, TelephonyConfig};
 pub use metrics::Metrics;
 pub use server::{RunningServer, Server};
 

@@ -49,6 +49,15 @@ pub(crate) struct Args {
     #[arg(long, env = "CALLCAT_METRICS_TOKEN", value_name = "TOKEN")]
     pub metrics_token: Option<String>,
 
+    /// Re-encrypt stored rows still under an old master key (CALLCAT_MASTER_KEY
+    /// lists the current key first, then the old ones), print the rows left
+    /// under each key, and exit
+    #[arg(long, help_heading = "Administration")]
+    pub rekey: bool,
+    /// Print how many stored rows are under each master key, and exit
+    #[arg(long, help_heading = "Administration")]
+    pub key_report: bool,
+
     /// Issuer (`iss`) every token must carry [default: not checked]
     #[arg(
         long,

@@ -251,6 +251,19 @@ pub struct Config {
     pub caller_numbers: Option<CallerNumbersConfig>,
     /// One open call per user (`CALLCAT_ONE_OPEN_CALL_PER_USER`).
     pub one_open_call_per_user: bool,
+    /// A one-off administration command to run instead of the server.
+    pub admin: Option<AdminCommand>,
+}
+
+/// A one-off administration command, run instead of the server (see
+/// [`crate::admin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `--rekey`: re-encrypt the stored rows still under an old master key,
+    /// then print how many rows remain under each key.
+    Rekey,
+    /// `--key-report`: only print how many rows are under each master key.
+    KeyReport,
 }
 
 /// Token checks beyond the signature (`CALLCAT_JWT_*`).
@@ -333,6 +346,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             caller_numbers: None,
             one_open_call_per_user: false,
+            admin: None,
         }
     }
 }
@@ -529,6 +543,17 @@ impl Config {
         if let Some(k) = get(&a.master_key) {
             c.master_key =
                 Some(MasterKeys::parse(&k).map_err(|r| invalid("CALLCAT_MASTER_KEY", r))?);
+        }
+        c.admin = match (a.rekey, a.key_report) {
+            (true, _) => Some(AdminCommand::Rekey),
+            (false, true) => Some(AdminCommand::KeyReport),
+            (false, false) => None,
+        };
+        if c.admin.is_some() && c.master_key.is_none() {
+            return Err(ConfigError::Missing {
+                setting: "CALLCAT_MASTER_KEY",
+                when: Some("--rekey or --key-report is given"),
+            });
         }
         c.metrics_tenant_labels = parse_bool(
             "CALLCAT_METRICS_TENANT_LABELS",

@@ -172,10 +172,12 @@ fn every_setting_has_its_flag_and_its_variable() {
         assert!(entry.contains(&format!("[env: {var}]")), "{entry}");
     }
     // Every flag of the command is one of the above: nothing undocumented here.
+    // The administration commands are not settings: they have no variable, so
+    // an environment can never turn a server into a re-encryption run.
     let flags = args::command()
         .get_arguments()
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
-        .filter(|f| f != "--help")
+        .filter(|f| !["--help", "--rekey", "--key-report"].contains(&f.as_str()))
         .collect::<Vec<_>>();
     assert_eq!(flags.len(), settings.len(), "{flags:?}");
     for f in &flags {
@@ -451,4 +453,22 @@ fn caller_numbers_parse_from_the_setting_and_the_flag() {
     assert_eq!(c.caller_numbers.map(|c| c.tenants.len()), Some(2));
     let e = cfg(&[("CALLCAT_CALLER_NUMBERS", "acme=+1415oops")], &[]).unwrap_err();
     assert_eq!(e.setting(), Some("CALLCAT_CALLER_NUMBERS"));
+}
+
+#[test]
+fn rekey_and_key_report_are_admin_commands_that_need_the_master_key() {
+    assert_eq!(cfg(&[], &[]).unwrap().admin, None);
+    let e = cfg(&[], &["--rekey"]).unwrap_err();
+    assert_eq!(e.setting(), Some("CALLCAT_MASTER_KEY"));
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let env = [("CALLCAT_MASTER_KEY", key.as_str())];
+    assert_eq!(
+        cfg(&env, &["--rekey"]).unwrap().admin,
+        Some(AdminCommand::Rekey)
+    );
+    assert_eq!(
+        cfg(&env, &["--key-report"]).unwrap().admin,
+        Some(AdminCommand::KeyReport)
+    );
+    assert!(usage().contains("--rekey") && usage().contains("--key-report"));
 }
