@@ -64,8 +64,9 @@ _start_dynamodb_local() {
   local dir
   dir=$(dirname "$jar")
 
+  # Written aside and renamed into place: another run may be compiling it now.
   local launcher="$prefix/LoopbackDynamoDBLocal.java"
-  cat >"$launcher" <<'JAVA'
+  cat >"$launcher.$$" <<'JAVA'
 import java.lang.reflect.Field;
 import org.eclipse.jetty.server.Connector;
 import org.eclipse.jetty.server.Server;
@@ -91,6 +92,7 @@ public class LoopbackDynamoDBLocal {
     }
 }
 JAVA
+  mv -f "$launcher.$$" "$launcher"
 
   local port
   port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
