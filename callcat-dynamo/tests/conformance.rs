@@ -1,5 +1,6 @@
-//! The core conformance suite over DynamoDB (moto in `scripts/test`): every case
-//! gets stores over freshly created, uniquely named tables, deleted afterwards.
+//! The core conformance suite over DynamoDB (Amazon's DynamoDB Local in
+//! `scripts/test`): every case gets stores over freshly created, uniquely named
+//! tables, deleted afterwards.
 //!
 //! Without `CALLCAT_TEST_DYNAMO_ENDPOINT` the cases skip with a message outside
 //! CI; in CI (`CI=true`) a missing endpoint panics.

@@ -17,7 +17,9 @@ pub fn endpoint() -> Option<String> {
                     "{ENDPOINT_VAR} is not set: the DynamoDB tests need an emulator in CI (scripts/test starts one)"
                 );
             }
-            eprintln!("skipped: set {ENDPOINT_VAR} (scripts/test starts moto_server and sets it)");
+            eprintln!(
+                "skipped: set {ENDPOINT_VAR} (scripts/test starts DynamoDB Local and sets it)"
+            );
             None
         }
     }
