@@ -15,8 +15,9 @@ use std::collections::HashSet;
 
 use aws_sdk_dynamodb::types::ReturnConsumedCapacity;
 use callcat_core::crypto::{open_transcript, seal_transcript};
+use callcat_core::rotation::{KeyTally, ResealPage, RowOutcome, check_reseal};
 use callcat_core::{
-    CallId, FieldCipher, Owner, Result, Transcript, TranscriptSegment, TranscriptStore,
+    CallId, FieldCipher, KeyUsage, Owner, Result, Transcript, TranscriptSegment, TranscriptStore,
 };
 use chrono::{DateTime, Utc};
 use futures::future::{join_all, try_join_all};
@@ -25,6 +26,7 @@ use crate::client::{Ctx, Expr, Item, QuerySpec, get_n, get_s, n, s};
 use crate::error::{DResult, DynamoError};
 use crate::keys::shard_of;
 use crate::metrics::{DynamoMetrics, MetricsSnapshot, OpKind};
+use crate::rotation::scan_page;
 
 /// The largest transcript JSON kept inline in the head item (DynamoDB's item limit
 /// is 400 KB, attribute names included).
@@ -197,6 +199,17 @@ impl DynamoTranscriptStore {
 
     /// The stored transcript and its head version, expired or not.
     async fn read(&self, call_id: CallId) -> DResult<Option<(Transcript, Head)>> {
+        match self.read_sealed(call_id).await? {
+            Some((t, head)) => {
+                let t = open_transcript(t, self.cipher.as_ref()).map_err(DynamoError::Core)?;
+                Ok(Some((t, head)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The transcript as stored (its texts still sealed) and its head.
+    async fn read_sealed(&self, call_id: CallId) -> DResult<Option<(Transcript, Head)>> {
         // A concurrent write may delete the pieces of the generation we read the
         // head of; then read the new head.
         for _ in 0..4 {
@@ -245,7 +258,6 @@ impl DynamoTranscriptStore {
             let t: Transcript = serde_json::from_str(&json).map_err(|e| {
                 DynamoError::Corrupt(format!("transcript of call {call_id} does not parse: {e}"))
             })?;
-            let t = open_transcript(t, self.cipher.as_ref()).map_err(DynamoError::Core)?;
             return Ok(Some((t, head)));
         }
         Err(DynamoError::Unavailable {
@@ -481,6 +493,57 @@ impl DynamoTranscriptStore {
         Ok(None)
     }
 
+    /// Key rotation ([`TranscriptStore::reseal_page`]): a Scan page of the
+    /// transcripts' head items; a rewrite re-seals the whole transcript under
+    /// the current key as a new generation, conditional on the head's version
+    /// (an append in between wins, and the transcript is left for a later run).
+    async fn reseal_page_inner(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        let cipher = check_reseal(self.cipher.as_ref(), rewrite, limit)?;
+        let mut e = Expr::new();
+        let filter = format!("{} = {}", e.name(attr::SK), e.value(s(HEAD)));
+        let (heads, next_cursor) = scan_page(
+            &self.ctx,
+            &self.table,
+            &[attr::CALL_ID, attr::SK],
+            limit,
+            cursor,
+            Some((filter, e)),
+        )
+        .await?;
+        let mut tally = KeyTally::default();
+        for item in &heads {
+            let Some(id) = get_s(item, attr::CALL_ID).and_then(|v| v.parse::<CallId>().ok()) else {
+                continue;
+            };
+            // Gone since the scan (expired, deleted): nothing to count.
+            let Some((sealed, head)) = self.read_sealed(id).await? else {
+                continue;
+            };
+            let found = KeyUsage::of_transcript(&sealed);
+            let outcome = match cipher {
+                Some(c) if found.needs_rewrite(c) => match open_transcript(sealed, Some(c)) {
+                    Err(_) => RowOutcome::Unreadable,
+                    Ok(plain) => {
+                        let after = KeyUsage::of_transcript(&seal_transcript(&plain, Some(c))?);
+                        if self.write(&plain, Some(&head)).await? {
+                            RowOutcome::Rewritten(after)
+                        } else {
+                            RowOutcome::Deferred
+                        }
+                    }
+                },
+                _ => RowOutcome::Untouched,
+            };
+            tally.record(&found, outcome);
+        }
+        Ok(ResealPage { tally, next_cursor })
+    }
+
     async fn delete_expired_inner(&self, now: DateTime<Utc>) -> DResult<u64> {
         let now_ms = now.timestamp_millis();
         let specs: Vec<QuerySpec> = (0..self.shards)
@@ -594,6 +657,15 @@ impl TranscriptStore for DynamoTranscriptStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Transcript>> {
         Ok(self.get_by_provider_inner(provider_call_id, now).await?)
+    }
+
+    async fn reseal_page(
+        &self,
+        rewrite: bool,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<ResealPage> {
+        self.reseal_page_inner(rewrite, limit, cursor).await
     }
 
     async fn delete_expired(&self, now: DateTime<Utc>) -> Result<u64> {

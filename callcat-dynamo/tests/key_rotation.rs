@@ -10,7 +10,8 @@ use callcat_core::rotation::rekey;
 use callcat_core::testing::fixtures::{at, owner, scheduled_call, t0};
 use callcat_core::{
     CallStatus, CallStore, CallTemplate, CallWindow, DoNotCallEntry, DoNotCallStore, ErrorKind,
-    FieldCipher, MasterKey, Owner, PhoneNumber, Stores, WindowId, WindowSchedule, WindowStore,
+    FieldCipher, MasterKey, Owner, PhoneNumber, SpeakerRole, Stores, TranscriptSegment,
+    TranscriptStore, WindowId, WindowSchedule, WindowStore,
 };
 use callcat_dynamo::DynamoWindowStore;
 use callcat_dynamo::aws_sdk_dynamodb::types::AttributeValue;
@@ -107,7 +108,7 @@ async fn window_items_hold_no_plaintext_and_plain_items_still_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rekey_reseals_calls_windows_and_do_not_call_and_reports_what_it_cannot_count() {
+async fn rekey_reseals_every_table_so_the_old_key_can_be_retired() {
     let Some(s) = test_stores().await else { return };
     let o = owner("acme");
     let v1 = s.calls.as_ref().clone().with_cipher(ring(&[1]));
@@ -131,16 +132,25 @@ async fn rekey_reseals_calls_windows_and_do_not_call_and_reports_what_it_cannot_
     };
     let dnc_v1 = s.do_not_call.as_ref().clone().with_cipher(ring(&[1]));
     assert!(dnc_v1.add(&entry).await.expect("listed under key 1"));
+    let said = [TranscriptSegment::new(SpeakerRole::User, "secret-words")];
+    s.transcripts
+        .as_ref()
+        .clone()
+        .with_cipher(ring(&[1]))
+        .append(finished.id, &o, None, &said, t0())
+        .await
+        .expect("a transcript under key 1");
 
     let rotated = ring(&[2, 1]);
     let calls = Arc::new(s.calls.as_ref().clone().with_cipher(rotated.clone()));
     let windows = Arc::new(windows_with(&s, &[2, 1]));
     let dnc = Arc::new(s.do_not_call.as_ref().clone().with_cipher(rotated.clone()));
+    let transcripts = Arc::new(s.transcripts.as_ref().clone().with_cipher(rotated.clone()));
     let stores = Stores {
         calls: calls.clone(),
         windows: windows.clone(),
         do_not_call: dnc,
-        ..s.stores()
+        transcripts,
     };
     let report = rekey(&stores, &rotated, 1).await.expect("rekey");
     let c = &report.tables["calls"];
@@ -149,14 +159,19 @@ async fn rekey_reseals_calls_windows_and_do_not_call_and_reports_what_it_cannot_
     let d = &report.tables["do-not-call"];
     assert_eq!((d.rows, d.rewritten), (1, 1), "{report}");
     assert_eq!(d.by_key.get(&1), None, "{report}");
+    let t = &report.tables["transcripts"];
+    assert_eq!((t.rows, t.rewritten), (1, 1), "{report}");
     assert_eq!(report.rows_under(1), 1, "the ringing call: {report}");
-    assert!(report.unsupported.contains_key("transcripts"), "{report}");
+    assert!(report.unsupported.is_empty(), "{report}");
     assert!(!report.can_retire(1));
     assert!(raw_window(&s, &w).await.contains("cc1.2."));
 
     // Key 1 gone: the re-sealed rows still read.
     let v2 = s.calls.as_ref().clone().with_cipher(ring(&[2]));
-    assert_eq!(v2.get(finished.id).await.expect("get"), Some(finished));
+    assert_eq!(
+        v2.get(finished.id).await.expect("get"),
+        Some(finished.clone())
+    );
     assert_eq!(
         windows_with(&s, &[2]).get(&o, w.id).await.expect("get"),
         Some(w)
@@ -168,4 +183,14 @@ async fn rekey_reseals_calls_windows_and_do_not_call_and_reports_what_it_cannot_
     );
     let listed = dnc_v2.list(&o.tenant, 10, None).await.expect("list");
     assert_eq!(listed.items, vec![entry]);
+    let t = s
+        .transcripts
+        .as_ref()
+        .clone()
+        .with_cipher(ring(&[2]))
+        .get(finished.id, t0())
+        .await
+        .expect("the transcript reads with key 2 only")
+        .expect("present");
+    assert_eq!(t.segments, said.to_vec());
 }
