@@ -165,7 +165,10 @@ pub async fn run(backend: Backend, opts: &Opts) -> Res<()> {
             "poll_interval_ms": interval.as_millis() as u64,
             "shards": dynamo.shards(),
             "webhooks": ["call_started", "call_ended", "call_analyzed"],
-            "emulator": "moto (capacity figures are moto's approximation, not AWS billing)",
+            "emulator": format!(
+                "{} (capacity figures are the emulator's approximation, not AWS billing)",
+                std::env::var("CALLCAT_DYNAMO_EMULATOR").unwrap_or_else(|_| "moto".into())
+            ),
         }),
         json!({
             "final_status": final_call.status.as_str(),

@@ -385,6 +385,7 @@ pub(crate) async fn open_stores(
                 calls_table,
                 transcripts_table,
                 windows_table,
+                do_not_call_table,
                 create_tables,
                 region,
                 access_key_id,
@@ -400,7 +401,8 @@ pub(crate) async fn open_stores(
                 )
                 .calls_table(calls_table.as_str())
                 .transcripts_table(transcripts_table.as_str())
-                .windows_table(windows_table.as_str());
+                .windows_table(windows_table.as_str())
+                .do_not_call_table(do_not_call_table.as_str());
             if let Some(u) = endpoint {
                 b = b.endpoint_url(u.as_str().trim_end_matches('/'));
             }

@@ -221,6 +221,14 @@ pub(crate) struct Args {
         help_heading = "Storage"
     )]
     pub dynamo_windows_table: Option<String>,
+    /// DynamoDB do-not-call table [default: callcat-do-not-call]
+    #[arg(
+        long,
+        env = "CALLCAT_DYNAMO_DO_NOT_CALL_TABLE",
+        value_name = "TABLE",
+        help_heading = "Storage"
+    )]
+    pub dynamo_do_not_call_table: Option<String>,
     /// 1 to create the DynamoDB tables at start-up
     #[arg(
         long,

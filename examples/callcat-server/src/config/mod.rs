@@ -177,6 +177,8 @@ pub struct DynamoConfig {
     pub transcripts_table: String,
     /// Windows table.
     pub windows_table: String,
+    /// Do-not-call table.
+    pub do_not_call_table: String,
     /// Create the tables at start-up.
     pub create_tables: bool,
     /// AWS region.
@@ -453,6 +455,8 @@ impl Config {
                         .unwrap_or_else(|| "callcat-transcripts".into()),
                     windows_table: get(&a.dynamo_windows_table)
                         .unwrap_or_else(|| "callcat-windows".into()),
+                    do_not_call_table: get(&a.dynamo_do_not_call_table)
+                        .unwrap_or_else(|| "callcat-do-not-call".into()),
                     create_tables: parse_bool(
                         "CALLCAT_DYNAMO_CREATE_TABLES",
                         get(&a.dynamo_create_tables),

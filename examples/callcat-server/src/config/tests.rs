@@ -141,6 +141,10 @@ fn every_setting_has_its_flag_and_its_variable() {
             "CALLCAT_DYNAMO_TRANSCRIPTS_TABLE",
         ),
         ("--dynamo-windows-table", "CALLCAT_DYNAMO_WINDOWS_TABLE"),
+        (
+            "--dynamo-do-not-call-table",
+            "CALLCAT_DYNAMO_DO_NOT_CALL_TABLE",
+        ),
         ("--dynamo-create-tables", "CALLCAT_DYNAMO_CREATE_TABLES"),
         ("--aws-region", "AWS_REGION"),
         ("--aws-access-key-id", "AWS_ACCESS_KEY_ID"),
@@ -471,4 +475,40 @@ fn rekey_and_key_report_are_admin_commands_that_need_the_master_key() {
         Some(AdminCommand::KeyReport)
     );
     assert!(usage().contains("--rekey") && usage().contains("--key-report"));
+}
+
+#[test]
+fn dynamo_table_names_default_and_each_can_be_set() {
+    let creds = [
+        ("CALLCAT_STORE", "dynamo"),
+        ("AWS_ACCESS_KEY_ID", "id"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ];
+    let StoreConfig::Dynamo(d) = cfg(&creds, &[]).unwrap().store else {
+        panic!("a DynamoDB store");
+    };
+    assert_eq!(
+        (
+            d.calls_table.as_str(),
+            d.transcripts_table.as_str(),
+            d.windows_table.as_str(),
+            d.do_not_call_table.as_str()
+        ),
+        (
+            "callcat-calls",
+            "callcat-transcripts",
+            "callcat-windows",
+            "callcat-do-not-call"
+        )
+    );
+    let mut env = creds.to_vec();
+    env.push(("CALLCAT_DYNAMO_DO_NOT_CALL_TABLE", "acme-dnc"));
+    let StoreConfig::Dynamo(d) = cfg(&env, &["--dynamo-windows-table", "acme-windows"])
+        .unwrap()
+        .store
+    else {
+        panic!("a DynamoDB store");
+    };
+    assert_eq!(d.do_not_call_table, "acme-dnc");
+    assert_eq!(d.windows_table, "acme-windows");
 }
