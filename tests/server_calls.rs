@@ -85,6 +85,13 @@ async fn a_call_for_now_is_dialed_transcribed_completed_and_streamed() {
     let (st, active) = s.get(&format!("/api/calls/active/{id}"), &ada).await;
     assert_eq!(st, 200, "{active}");
     assert_eq!(active["status"], "IN_PROGRESS");
+    // Seed 004's fields: masked numbers, direction, agent and metadata.
+    assert_eq!(active["toNumber"], "+1***71", "{active}");
+    assert!(active["fromNumber"].is_null(), "{active}");
+    assert_eq!(active["direction"], "outbound");
+    assert!(active["agentId"].is_null());
+    assert_eq!(active["metadata"], json!({}), "{active}");
+    assert!(!active.to_string().contains("4155552671"), "{active}");
 
     // Ends after the talk time, then the analysis arrives.
     s.advance(Duration::from_secs(4));

@@ -40,6 +40,18 @@ pub struct ActiveCallDto {
     pub started_at: Option<i64>,
     /// Time on the line so far, ms (0 before answer).
     pub duration_ms: u64,
+    /// The number called, masked (`+1***71`).
+    pub to_number: String,
+    /// The number shown to the callee, masked; `null` when the call did not
+    /// choose one (the provider's own number is shown).
+    pub from_number: Option<String>,
+    /// The agent override, if any.
+    pub agent_id: Option<String>,
+    /// `outbound` (callcat places every call it tracks).
+    pub direction: String,
+    /// The call's metadata, as given.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ActiveCallDto {
@@ -60,6 +72,11 @@ impl ActiveCallDto {
                 .started_at
                 .and_then(|s| u64::try_from((now - s).num_milliseconds()).ok())
                 .unwrap_or(0),
+            to_number: c.to_number.clone(),
+            from_number: c.from_number.clone(),
+            agent_id: c.agent_id.clone(),
+            direction: "outbound".into(),
+            metadata: c.metadata.clone(),
         }
     }
 }

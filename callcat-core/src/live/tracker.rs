@@ -57,6 +57,13 @@ pub struct ActiveCall {
     pub provider_call_id: Option<String>,
     /// The agent override, if any.
     pub agent_id: Option<String>,
+    /// The number called, masked for live views (`+1***71`).
+    pub to_number: String,
+    /// The number shown to the callee, masked, when the call chose one (else the
+    /// provider's own).
+    pub from_number: Option<String>,
+    /// The call's free metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
     /// When the dial request went out.
     pub dialed_at: Option<DateTime<Utc>>,
     /// When the callee answered.
@@ -77,6 +84,9 @@ impl ActiveCall {
             provider: call.provider.clone(),
             provider_call_id: call.provider_call_id.clone(),
             agent_id: call.agent_id.clone(),
+            to_number: call.phone_number.masked(),
+            from_number: call.caller_number.as_ref().map(|n| n.masked()),
+            metadata: call.metadata.clone(),
             dialed_at: call.dialed_at(),
             started_at: call.started_at,
             version: call.version,
