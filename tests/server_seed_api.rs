@@ -92,6 +92,23 @@ async fn unknown_fields_are_refused_naming_the_field_and_nothing_is_stored() {
         .await;
     assert_eq!(st, 400, "{err}");
     assert_eq!(err["error"]["field"], "subjekt");
+    // Seed 001's PUT took a status; here it is refused with the way to cancel.
+    let (st, err) = s
+        .send(
+            Method::PUT,
+            &format!("/api/calls/{id}"),
+            Some(&ada),
+            Some(json!({"status": "CANCELED"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{err}");
+    assert_eq!(err["error"]["field"], "status");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/cancel")),
+        "{err}"
+    );
     assert_eq!(s.call(&ada, &id).await["subject"], "Delivery follow-up");
     let (st, err) = s
         .post(

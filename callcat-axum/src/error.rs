@@ -249,6 +249,12 @@ fn clean_path(p: &str) -> String {
 /// 400 naming the first unknown field, if any.
 pub fn reject_unknown(unknown: &BTreeSet<String>) -> Result<(), ApiError> {
     match unknown.iter().next() {
+        // Seed 001's PUT took a `status`: here the lifecycle owns it.
+        Some(field) if field == "status" => Err(ApiError::validation(
+            "status",
+            "unknown field `status`: a call's status follows from its progress; \
+             cancel with POST /api/calls/{callId}/cancel",
+        )),
         Some(field) => Err(ApiError::validation(
             field.clone(),
             format!("unknown field `{field}`"),
