@@ -47,6 +47,16 @@ fn next<T>(rows: &[T], limit: u32, key: impl Fn(&T) -> String) -> Option<String>
         .flatten()
 }
 
+/// What a conditional rewrite did: `Rewritten` when it matched the row as read,
+/// `Deferred` when the row changed meanwhile (left for the next run).
+fn written(rows_affected: u64, after: KeyUsage) -> RowOutcome {
+    if rows_affected == 1 {
+        RowOutcome::Rewritten(after)
+    } else {
+        RowOutcome::Deferred
+    }
+}
+
 /// Whether a stored call record was quarantined by the claim (a plain reason).
 fn is_quarantined(status: &str, record: &serde_json::Value) -> bool {
     status == CallStatus::Failed.as_str()
@@ -122,7 +132,7 @@ async fn reseal_call(
     if let Some(i) = &sealed.phone_index {
         after.note_index(i);
     }
-    let written = sqlx::query(AssertSqlSafe(update))
+    let rows = sqlx::query(AssertSqlSafe(update))
         .bind(id)
         .bind(version)
         .bind(Json(&sealed.record))
@@ -131,11 +141,7 @@ async fn reseal_call(
         .await
         .map_err(PgError::sqlx("re-sealing a call"))?
         .rows_affected();
-    Ok(if written == 1 {
-        RowOutcome::Rewritten(after)
-    } else {
-        RowOutcome::Deferred
-    })
+    Ok(written(rows, after))
 }
 
 pub(crate) async fn windows(
@@ -164,7 +170,7 @@ pub(crate) async fn windows(
                 Ok(window) => {
                     let sealed = seal_window(&window, Some(c))?;
                     let after = KeyUsage::of_window(&sealed);
-                    let written = sqlx::query(AssertSqlSafe(update.as_str()))
+                    let rows = sqlx::query(AssertSqlSafe(update.as_str()))
                         .bind(id)
                         .bind(Json(&sealed))
                         .bind(Json(&record.0))
@@ -172,11 +178,7 @@ pub(crate) async fn windows(
                         .await
                         .map_err(PgError::sqlx("re-sealing a window"))?
                         .rows_affected();
-                    if written == 1 {
-                        RowOutcome::Rewritten(after)
-                    } else {
-                        RowOutcome::Deferred
-                    }
+                    written(rows, after)
                 }
             },
             _ => RowOutcome::Untouched,
@@ -240,7 +242,7 @@ pub(crate) async fn transcripts(
                 Ok(plain) => {
                     let sealed = seal_transcript(&plain, Some(c))?;
                     let after = KeyUsage::of_transcript(&sealed);
-                    let written = sqlx::query(AssertSqlSafe(update.as_str()))
+                    let rows = sqlx::query(AssertSqlSafe(update.as_str()))
                         .bind(id)
                         .bind(Json(&sealed.segments))
                         .bind(sealed.text.as_deref())
@@ -250,11 +252,7 @@ pub(crate) async fn transcripts(
                         .await
                         .map_err(PgError::sqlx("re-sealing a transcript"))?
                         .rows_affected();
-                    if written == 1 {
-                        RowOutcome::Rewritten(after)
-                    } else {
-                        RowOutcome::Deferred
-                    }
+                    written(rows, after)
                 }
             },
             _ => RowOutcome::Untouched,
@@ -341,7 +339,7 @@ async fn reseal_entry(
     let mut after = KeyUsage::default();
     after.note_index(&key);
     after.note_value(&stored);
-    let written = sqlx::query(AssertSqlSafe(update))
+    let rows = sqlx::query(AssertSqlSafe(update))
         .bind(entry.tenant.as_str())
         .bind(old_key)
         .bind(&key)
@@ -351,9 +349,5 @@ async fn reseal_entry(
         .await
         .map_err(PgError::sqlx("re-sealing a do-not-call entry"))?
         .rows_affected();
-    Ok(if written == 1 {
-        RowOutcome::Rewritten(after)
-    } else {
-        RowOutcome::Deferred
-    })
+    Ok(written(rows, after))
 }
